@@ -1,0 +1,1 @@
+"""The ``tfchips`` command line: one small module per command."""
