@@ -23,3 +23,35 @@ class ShapeError(TfchipsError, ValueError):
 
 class VectorFileError(TfchipsError, OSError):
     """A vector file is missing, unreadable, empty or has no CRS."""
+
+
+class ConfigError(TfchipsError, ValueError):
+    """Job options or a YAML config are invalid or contradict each other."""
+
+
+class CatalogError(TfchipsError, OSError):
+    """A catalog cannot be opened, reached or searched (names the path or URL)."""
+
+
+class ItemError(TfchipsError, ValueError):
+    """A catalog item is unusable: no datetime, no asset for a band (names the item)."""
+
+
+class CredentialsError(TfchipsError, OSError):
+    """A remote service needs credentials that are not set (names the variable)."""
+
+
+class RasterReadError(TfchipsError, OSError):
+    """A raster could not be read (names the file or URL)."""
+
+
+class LabelError(TfchipsError, ValueError):
+    """Ground truth cannot be rasterized: missing attribute, bad class values (names the file)."""
+
+
+class ChipError(TfchipsError, ValueError):
+    """A chip is corrupt, unpaired or does not match its twin (names the file)."""
+
+
+class RecordError(TfchipsError, ValueError):
+    """TFRecords or their dataset.json are malformed or inconsistent (names the file)."""
