@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import shapely
@@ -46,7 +45,7 @@ _POLE_NORTHING = 9997964.943
 _ZONE_WIDTH = 6.0
 # Tiles are tested a block of _BLOCK x _BLOCK at a time; whole blocks inside
 # the shape are taken without testing each tile.
-_BLOCK = 32
+_BLOCK = 16
 
 _KEY = re.compile(
     r"^(?P<tilesize>\d+):(?P<pad>\d+):(?P<resolution>\d+(?:\.\d+)?):"
@@ -67,7 +66,8 @@ def lonlat_to_utm(lon: np.ndarray, lat: np.ndarray, zone: int) -> tuple[np.ndarr
     a3 = 61.0 / 240.0 * n**3
     radlon = np.deg2rad(np.asarray(lon, dtype=np.double) - 6.0 * zone + 183.0)
     sinlat = np.sin(np.deg2rad(np.asarray(lat, dtype=np.double)))
-    t = np.sinh(np.arctanh(sinlat) - big_n * np.arctanh(big_n * sinlat))
+    with np.errstate(divide="ignore"):  # the poles map to infinity here and to finite metres below
+        t = np.sinh(np.arctanh(sinlat) - big_n * np.arctanh(big_n * sinlat))
     etap = np.arctanh(np.sin(radlon) / np.sqrt(1 + t**2))
     xip = np.arctan(t / np.cos(radlon))
     k = _SCALE * _RECTIFYING_RADIUS
@@ -133,10 +133,7 @@ def _check_grid(resolution: float, tilesize: int, pad: int) -> None:
         raise GridError(f"pad must be a non-negative whole number of pixels, got {pad!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Tile:
-    """One DLTile: a padded square of ``tilesize + 2 * pad`` pixels in UTM."""
-
+class _TileFields(NamedTuple):
     tilesize: int
     pad: int
     resolution: float
@@ -144,10 +141,27 @@ class Tile:
     ti: int
     tj: int
 
-    def __post_init__(self) -> None:
-        _check_grid(self.resolution, self.tilesize, self.pad)
-        if not 1 <= self.zone <= 60:
-            raise GridError(f"UTM zone must be 1 to 60, got {self.zone!r}")
+
+class Tile(_TileFields):
+    """One DLTile: a padded square of ``tilesize + 2 * pad`` pixels in UTM.
+
+    An immutable value (a named tuple, so that covers of millions of tiles stay
+    cheap to build) with fields ``tilesize``, ``pad`` (pixels), ``resolution``
+    (metres), ``zone``, ``ti``, ``tj``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, tilesize: int, pad: int, resolution: float, zone: int, ti: int, tj: int) -> Tile:
+        _check_grid(resolution, tilesize, pad)
+        if not 1 <= zone <= 60:
+            raise GridError(f"UTM zone must be 1 to 60, got {zone!r}")
+        return tuple.__new__(cls, (int(tilesize), int(pad), float(resolution), int(zone), int(ti), int(tj)))
+
+    @classmethod
+    def _unchecked(cls, tilesize: int, pad: int, resolution: float, zone: int, ti: int, tj: int) -> Tile:
+        # Skips validation for values the grid itself computed.
+        return tuple.__new__(cls, (tilesize, pad, resolution, zone, ti, tj))
 
     @classmethod
     def from_key(cls, key: str) -> Tile:
@@ -271,7 +285,10 @@ def tile_indices_for_shape(
             clipped = _polygonal(clipped) if part.geom_type.endswith("Polygon") else _lineal(clipped)
             if not clipped.is_empty:
                 found.append(_zone_tiles(clipped, zone, grid_width))
-    indices = np.unique(np.concatenate(found), axis=0)
+    indices = np.concatenate(found)
+    # Zones and blocks are disjoint, so only points or lines beside polygons can repeat a tile.
+    if sum(len(f) > 0 for f in found) > 1:
+        indices = np.unique(indices, axis=0)
     return indices[np.lexsort((indices[:, 1], indices[:, 2], indices[:, 0]))]
 
 
@@ -284,10 +301,9 @@ def tiles_for_shape(
     they cross, points the tile that contains each point. ``resolution`` is in
     metres per pixel, ``tilesize`` and ``pad`` in pixels.
     """
-    return [
-        Tile(int(tilesize), int(pad), float(resolution), int(zone), int(ti), int(tj))
-        for zone, ti, tj in tile_indices_for_shape(geometry, resolution, tilesize, pad)
-    ]
+    indices = tile_indices_for_shape(geometry, resolution, tilesize, pad)
+    grid = (int(tilesize), int(pad), float(resolution))
+    return [Tile._unchecked(*grid, zone, ti, tj) for zone, ti, tj in indices.tolist()]
 
 
 def _validated(geometry: BaseGeometry) -> BaseGeometry:
@@ -349,7 +365,7 @@ def _point_tiles(geometry: BaseGeometry, grid_width: float) -> np.ndarray:
         ti = np.floor((east - FALSE_EASTING) / grid_width).astype(np.int64)
         tj = np.floor(north / grid_width).astype(np.int64)
         rows.append(np.column_stack([np.full_like(ti, zone), ti, tj]))
-    return np.concatenate(rows)
+    return np.unique(np.concatenate(rows), axis=0)
 
 
 def _zone_tiles(clipped: BaseGeometry, zone: int, grid_width: float) -> np.ndarray:

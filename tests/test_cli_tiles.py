@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from click.testing import CliRunner
+
+from tfchips.cli.main import cli
+from tfchips.grid import tiles_for_shape
+
+BOX = shapely.box(-105.95, 35.68, -105.90, 35.72)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def write_vector(path, geometries, crs="EPSG:4326", **fields):
+    wkb = np.array([shapely.to_wkb(g) for g in geometries], dtype=object)
+    pyogrio.raw.write(
+        str(path), wkb, field_data=list(fields.values()), fields=list(fields),
+        geometry_type=geometries[0].geom_type, crs=crs, driver={".gpkg": "GPKG", ".shp": "ESRI Shapefile"}.get(path.suffix),
+    )
+    return path
+
+
+def test_bbox_prints_one_key_per_line():
+    result = run("tiles", "--bbox", "-105.95,35.68,-105.90,35.72", "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
+
+
+def test_geojson_output(tmp_path):
+    result = run("tiles", "--bbox", "-105.95,35.68,-105.90,35.72", "--resolution", 10, "--tilesize", 256,
+                 "--pad", 8, "--format", "geojson")
+    assert result.exit_code == 0, result.output
+    collection = json.loads(result.output)
+    keys = [f["properties"]["key"] for f in collection["features"]]
+    assert keys == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 8)]
+    assert all(f["properties"]["crs"] == "EPSG:32613" for f in collection["features"])
+
+
+def test_aoi_in_another_crs_is_reprojected(tmp_path):
+    to_mercator = lambda g: shapely.transform(g, lambda xy: np.column_stack(
+        __import__("pyproj").Transformer.from_crs(4326, 3857, always_xy=True).transform(xy[:, 0], xy[:, 1])))
+    path = write_vector(tmp_path / "aoi.gpkg", [to_mercator(BOX)], crs="EPSG:3857")
+    result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
+
+
+def test_aoi_of_sample_points_gives_their_tiles(tmp_path):
+    points = [shapely.Point(-105.91, 35.70), shapely.Point(-105.60, 35.70), shapely.Point(-105.9101, 35.7001)]
+    path = write_vector(tmp_path / "points.gpkg", points, cls=np.array([1, 2, 1]))
+    result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code == 0, result.output
+    assert len(result.output.split()) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--aoi", "missing.gpkg"], "missing.gpkg: no such file"),
+        (["--bbox", "1,2,3"], "not four numbers"),
+        (["--bbox", "3,2,1,4"], "is empty"),
+        ([], "exactly one of"),
+        (["--bbox", "0,0,1,1", "--aoi", "x.gpkg"], "exactly one of"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args, message):
+    result = run("tiles", *args, "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_aoi_without_crs_is_an_error(tmp_path):
+    # GeoJSON always means WGS84; a shapefile without .prj really has no CRS.
+    path = write_vector(tmp_path / "nocrs.shp", [BOX], crs=None, id=np.array([1]))
+    result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code == 1
+    assert "has no CRS" in result.output and str(path) in result.output
+
+
+def test_empty_aoi_is_an_error(tmp_path):
+    path = tmp_path / "empty.geojson"
+    path.write_text('{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:4326"}}, "features": []}')
+    result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
+    assert result.exit_code == 1
+    assert "no features" in result.output and "empty.geojson" in result.output
