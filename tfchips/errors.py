@@ -55,3 +55,7 @@ class ChipError(TfchipsError, ValueError):
 
 class RecordError(TfchipsError, ValueError):
     """TFRecords or their dataset.json are malformed or inconsistent (names the file)."""
+
+
+class OutputError(TfchipsError, OSError):
+    """The output folder cannot be created or written (names the path)."""

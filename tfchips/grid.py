@@ -453,11 +453,6 @@ def _wrapped_quad(west: float, south: float, east: float, north: float, zone: in
     )
 
 
-def tiles_from_keys(keys: Iterable[str]) -> list[Tile]:
-    """Tiles for an iterable of keys, in the given order."""
-    return [Tile.from_key(key.strip()) for key in keys if key.strip()]
-
-
 def tiles_to_geojson(tiles: Iterable[Tile]) -> dict:
     """GeoJSON FeatureCollection of padded tile polygons (WGS84) with key, crs and bounds."""
     return {

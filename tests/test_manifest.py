@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from tfchips.chipwriter import chip_pair_exists, chip_paths, read_written_pair, remove_partial_files, write_chip_pair, encode_geotiff
+from tfchips import storage
+from tfchips.errors import ChipError
+from tfchips.grid import Tile
+from tfchips.manifest import BandStatistics, build_manifest, chip_record, dataset_statistics, write_esri_metadata
+
+TILE = Tile.from_key("32:4:10.0:13:-34:1542")
+
+
+def chip(seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(1, 5000, size=(3, TILE.size, TILE.size), dtype=np.uint16)
+    image[:, :5, :] = 0  # nodata rows
+    label = rng.integers(0, 3, size=TILE.shape, dtype=np.uint8)
+    label[-3:, :] = 255
+    valid = np.ones(TILE.shape, bool)
+    valid[:5, :] = False
+    return image, valid, label
+
+
+def test_band_statistics_merge_equals_numpy_over_all_values():
+    rng = np.random.default_rng(1)
+    parts = [rng.normal(100, 20, size=n) for n in (10, 1000, 0, 7)]
+    merged = BandStatistics()
+    for part in parts:
+        merged = merged.merge(BandStatistics.of(part))
+    everything = np.concatenate(parts)
+    summary = merged.summary("x")
+    assert summary["count"] == everything.size
+    assert summary["mean"] == pytest.approx(everything.mean(), rel=1e-12)
+    assert summary["std"] == pytest.approx(everything.std(), rel=1e-9)
+    assert (summary["min"], summary["max"]) == (everything.min(), everything.max())
+
+
+def test_statistics_over_records_match_numpy():
+    chips = [chip(seed) for seed in range(3)]
+    records = [chip_record(f"k{i}", im, va, la, ("s",), 0, 255) for i, (im, va, la) in enumerate(chips)]
+    stats = dataset_statistics(records, ("b", "g", "r"), ignore_value=255)
+    for band in range(3):
+        values = np.concatenate([im[band][va] for im, va, _ in chips]).astype(float)
+        assert stats["bands"][band]["mean"] == pytest.approx(values.mean())
+        assert stats["bands"][band]["std"] == pytest.approx(values.std())
+        assert stats["bands"][band]["min"] == values.min()
+    labels = np.concatenate([la.ravel() for _, _, la in chips])
+    assert stats["class_counts"] == {str(v): int((labels == v).sum()) for v in (0, 1, 2, 255)}
+    labelled = labels[labels != 255]
+    assert stats["class_frequencies"]["1"] == pytest.approx((labelled == 1).mean())
+    assert records[0].labelled_fraction == pytest.approx(np.isin(chips[0][2], (1, 2)).mean())
+
+
+def test_chip_pair_is_written_with_georeference_names_and_tags(tmp_path):
+    image, valid, label = chip(0)
+    write_chip_pair(str(tmp_path), TILE, image, 0, ("blue", "green", "red"), label, 255, ("scene-a", "scene-b"))
+    image_path, label_path = chip_paths(str(tmp_path), TILE.key)
+    assert image_path.endswith("images/32#4#10.0#13#-34#1542.tif")
+    with rasterio.open(image_path) as dataset:
+        assert dataset.crs.to_string() == "EPSG:32613"
+        assert dataset.transform == TILE.transform
+        assert dataset.descriptions == ("blue", "green", "red")
+        assert dataset.nodata == 0 and dataset.compression.name == "lzw"
+        assert dataset.block_shapes == [(48, 48)] * 3
+        np.testing.assert_array_equal(dataset.read(), image)
+    with rasterio.open(label_path) as dataset:
+        assert dataset.count == 1 and dataset.dtypes[0] == "uint8" and dataset.nodata == 255
+        np.testing.assert_array_equal(dataset.read(1), label)
+    read_image, read_valid, read_label, scenes = read_written_pair(str(tmp_path), TILE.key)
+    np.testing.assert_array_equal(read_valid, valid)
+    assert scenes == ("scene-a", "scene-b")
+    assert chip_pair_exists(str(tmp_path), TILE.key)
+
+
+def test_an_array_that_does_not_fit_the_tile_is_refused():
+    with pytest.raises(ChipError, match="does not fit tile"):
+        encode_geotiff(np.zeros((1, 3, 3), dtype=np.uint8), TILE, None)
+
+
+def test_a_failed_publish_leaves_no_file(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt  # as if killed mid-write
+
+    monkeypatch.setattr("os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        storage.publish(str(tmp_path / "images" / "x.tif"), b"data")
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+def test_partial_files_are_removed(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / ".partial-abc.tif").write_bytes(b"half")
+    (tmp_path / "images" / "kept.tif").write_bytes(b"x")
+    assert remove_partial_files(str(tmp_path)) == 1
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["kept.tif"]
+
+
+def test_esri_metadata_files(tmp_path):
+    image, valid, label = chip(0)
+    records = [chip_record(TILE.key, image, valid, label, ("s",), 0, 255)]
+    manifest = build_manifest(records, {"tilesize": 32}, ("b", "g", "r"), {0: "background", 1: "road", 2: "water"}, 255)
+    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, ["a.tif"])
+    emd = json.loads((tmp_path / "esri_model_definition.emd").read_text())
+    assert [c["Name"] for c in emd["Classes"]] == ["background", "road", "water"]
+    assert emd["ImageHeight"] == TILE.size == emd["ImageWidth"]
+    stats = json.loads((tmp_path / "esri_accumulated_stats.json").read_text())
+    assert stats["MetaDataMode"] == "Classified_Tiles" and stats["NumTiles"] == 1
+    assert stats["SpatialReference"]["wkid"] == 32613
+    assert (tmp_path / "map.txt").read_text() == "images/a.tif labels/a.tif\n"
+    assert "Class 1 (road)" in (tmp_path / "stats.txt").read_text()

@@ -1,0 +1,94 @@
+"""Writing chip pairs (temporary module; moves into chips.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+from rasterio.io import MemoryFile
+
+from tfchips import storage
+from tfchips.errors import ChipError
+from tfchips.grid import Tile, key_to_filename
+
+IMAGES, LABELS = "images", "labels"
+SCENES_TAG = "TFCHIPS_SCENES"
+
+
+def chip_paths(out: str, key: str) -> tuple[str, str]:
+    """(image, label) GeoTIFF paths of a tile key under ``out`` (a folder or URL)."""
+    name = key_to_filename(key) + ".tif"
+    return storage.join(out, IMAGES, name), storage.join(out, LABELS, name)
+
+
+def chip_pair_exists(out: str, key: str) -> bool:
+    """True when both chips of ``key`` are in place (each is published only once complete)."""
+    return all(storage.exists(path) for path in chip_paths(out, key))
+
+
+def remove_partial_files(out: str) -> int:
+    """Delete temporary chips left by a killed run; returns how many."""
+    return sum(storage.remove_partial_files(storage.join(out, folder)) for folder in (IMAGES, LABELS))
+
+
+def encode_geotiff(
+    array: np.ndarray,
+    tile: Tile,
+    nodata: int | float | None,
+    band_names: tuple[str, ...] = (),
+    tags: dict[str, str] | None = None,
+) -> bytes:
+    """(bands, rows, cols) on the tile's grid as the bytes of a tiled LZW GeoTIFF."""
+    if array.ndim != 3 or array.shape[1:] != tile.shape:
+        raise ChipError(f"array of shape {array.shape} does not fit tile {tile.key} ({tile.size} px square)")
+    # Internal tiles must be multiples of 16 pixels; one tile per chip up to 256 pixels.
+    block = min(256, -(-tile.size // 16) * 16)
+    profile = dict(
+        driver="GTiff", width=tile.size, height=tile.size, count=array.shape[0], dtype=array.dtype,
+        crs=tile.crs, transform=tile.transform, nodata=nodata, compress="lzw",
+        tiled=True, blockxsize=block, blockysize=block,
+    )
+    with MemoryFile() as memory:
+        with memory.open(**profile) as dataset:
+            dataset.write(array)
+            for index, band_name in enumerate(band_names, start=1):
+                dataset.set_band_description(index, band_name)
+            if tags:
+                dataset.update_tags(**tags)
+        return memory.read()
+
+
+def write_chip_pair(
+    out: str,
+    tile: Tile,
+    image: np.ndarray,
+    image_nodata: int | float | None,
+    band_names: tuple[str, ...],
+    label: np.ndarray,
+    label_nodata: int | None,
+    scenes: tuple[str, ...],
+) -> None:
+    """Publish images/KEY.tif then labels/KEY.tif; the pair counts as done once the label exists."""
+    image_path, label_path = chip_paths(out, tile.key)
+    image_bytes = encode_geotiff(image, tile, image_nodata, band_names, {SCENES_TAG: ",".join(scenes)})
+    label_bytes = encode_geotiff(label[np.newaxis], tile, label_nodata, ("label",))
+    storage.publish(image_path, image_bytes)
+    storage.publish(label_path, label_bytes)
+
+
+def read_written_pair(out: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(image, valid, label, scenes) of a pair written by `write_chip_pair`."""
+    image_path, label_path = chip_paths(out, key)
+    with MemoryFile(storage.read(image_path)) as memory, memory.open() as dataset:
+        image = dataset.read()
+        nodata = dataset.nodata
+        scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
+    with MemoryFile(storage.read(label_path)) as memory, memory.open() as dataset:
+        label = dataset.read(1)
+    return image, valid_pixels(image, nodata), label, scenes
+
+
+def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:
+    """(rows, cols) True where no band of (bands, rows, cols) holds ``nodata``."""
+    if nodata is None:
+        return np.ones(image.shape[1:], dtype=bool)
+    missing = np.isnan(image) if isinstance(nodata, float) and np.isnan(nodata) else image == nodata
+    return ~np.any(missing, axis=0)

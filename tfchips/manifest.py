@@ -1,0 +1,244 @@
+"""What a chip folder holds: per-tile records, dataset statistics, ESRI metadata.
+
+Statistics are accumulated per tile (count, sum, sum of squares, min, max over
+valid pixels) and merged, so that local jobs and Beam combiners share one code
+path and a resumed job can fold in tiles written by an earlier run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfchips import __version__, storage
+
+MANIFEST = "manifest.json"
+ESRI_FILES = ("esri_model_definition.emd", "map.txt", "stats.txt", "esri_accumulated_stats.json")
+
+
+@dataclass(frozen=True)
+class BandStatistics:
+    """Running moments of one band over valid pixels, in the band's own units."""
+
+    count: int = 0
+    total: float = 0.0
+    total_squares: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> BandStatistics:
+        if values.size == 0:
+            return cls()
+        as_float = values.astype(np.float64)
+        return cls(
+            count=int(values.size),
+            total=float(as_float.sum()),
+            total_squares=float(np.square(as_float).sum()),
+            minimum=float(values.min()),
+            maximum=float(values.max()),
+        )
+
+    def merge(self, other: BandStatistics) -> BandStatistics:
+        return BandStatistics(
+            self.count + other.count,
+            self.total + other.total,
+            self.total_squares + other.total_squares,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+        )
+
+    def summary(self, name: str) -> dict:
+        if self.count == 0:
+            return {"name": name, "count": 0, "mean": None, "std": None, "min": None, "max": None}
+        mean = self.total / self.count
+        variance = max(self.total_squares / self.count - mean * mean, 0.0)
+        return {
+            "name": name,
+            "count": self.count,
+            "mean": mean,
+            "std": math.sqrt(variance),
+            "min": self.minimum,
+            "max": self.maximum,
+        }
+
+
+@dataclass(frozen=True)
+class ChipRecord:
+    """The outcome for one tile: ``written``, ``skipped`` or ``failed``, and why."""
+
+    key: str
+    status: str
+    reason: str | None = None
+    scenes: tuple[str, ...] = ()
+    valid_fraction: float | None = None
+    labelled_fraction: float | None = None
+    bands: tuple[BandStatistics, ...] = ()
+    class_counts: dict[int, int] = field(default_factory=dict)
+    resumed: bool = False
+
+    def as_json(self) -> dict:
+        entry = {"key": self.key, "status": self.status}
+        if self.reason is not None:
+            entry["reason"] = self.reason
+        if self.status == "written":
+            entry.update(
+                scenes=list(self.scenes),
+                valid_fraction=self.valid_fraction,
+                labelled_fraction=self.labelled_fraction,
+                class_counts={str(k): v for k, v in sorted(self.class_counts.items())},
+                resumed=self.resumed,
+            )
+        elif self.valid_fraction is not None:
+            entry["valid_fraction"] = self.valid_fraction
+        return entry
+
+
+def chip_record(
+    key: str,
+    image: np.ndarray,
+    valid: np.ndarray,
+    label: np.ndarray,
+    scenes: tuple[str, ...],
+    background: int,
+    ignore_value: int | None,
+    resumed: bool = False,
+) -> ChipRecord:
+    """Statistics of a written chip pair: image (bands, rows, cols), valid and label (rows, cols)."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    labelled = label != background
+    if ignore_value is not None:
+        labelled &= label != ignore_value
+    return ChipRecord(
+        key=key,
+        status="written",
+        scenes=tuple(scenes),
+        valid_fraction=float(valid.mean()),
+        labelled_fraction=float(labelled.mean()),
+        bands=tuple(BandStatistics.of(band[valid]) for band in image),
+        class_counts={int(v): int(counts[v]) for v in np.flatnonzero(counts)},
+        resumed=resumed,
+    )
+
+
+def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...], ignore_value: int | None) -> dict:
+    """Per-band mean, std, min, max over valid pixels, and class pixel counts and frequencies."""
+    written = [r for r in records if r.status == "written"]
+    bands = [BandStatistics() for _ in band_names]
+    class_counts: dict[int, int] = {}
+    for record in written:
+        bands = [a.merge(b) for a, b in zip(bands, record.bands)]
+        for value, count in record.class_counts.items():
+            class_counts[value] = class_counts.get(value, 0) + count
+    labelled = {v: c for v, c in class_counts.items() if v != ignore_value}
+    total = sum(labelled.values())
+    return {
+        "bands": [stats.summary(name) for stats, name in zip(bands, band_names)],
+        "class_counts": {str(v): c for v, c in sorted(class_counts.items())},
+        "class_frequencies": {str(v): c / total for v, c in sorted(labelled.items())} if total else {},
+    }
+
+
+def build_manifest(
+    records: list[ChipRecord],
+    parameters: dict,
+    band_names: tuple[str, ...],
+    class_names: dict[int, str],
+    ignore_value: int | None,
+) -> dict:
+    """The manifest of a create-samples run (see README, "Chip folders")."""
+    counts = {status: sum(r.status == status for r in records) for status in ("written", "skipped", "failed")}
+    return {
+        "tfchips_version": __version__,
+        "parameters": parameters,
+        "band_names": list(band_names),
+        "class_names": {str(k): v for k, v in sorted(class_names.items())},
+        "ignore_value": ignore_value,
+        "counts": counts,
+        "statistics": dataset_statistics(records, band_names, ignore_value),
+        "tiles": [r.as_json() for r in sorted(records, key=lambda r: r.key)],
+    }
+
+
+def publish_text(path: str, text: str) -> None:
+    storage.publish(path, text.encode("utf-8"))
+
+
+def write_manifest(out: str, manifest: dict) -> None:
+    publish_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
+
+
+# A fixed palette so that a class keeps its colour across datasets and viewers.
+PALETTE = (
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
+)
+
+
+def class_colour(value: int) -> tuple[int, int, int]:
+    """RGB colour of a class value, from `PALETTE` (cycled past its end)."""
+    return PALETTE[value % len(PALETTE)]
+
+
+def write_esri_metadata(out: str, manifest: dict, chip_size: int, resolution: float, crs: str, file_names: list[str]) -> None:
+    """ESRI "Classified Tiles" metadata beside images/ and labels/ (see README for the fields)."""
+    statistics = manifest["statistics"]
+    class_names = {int(k): v for k, v in manifest["class_names"].items()}
+    values = sorted(int(v) for v in statistics["class_counts"] if int(v) != manifest["ignore_value"])
+    classes = [
+        {"Value": v, "Name": class_names.get(v, f"class_{v}"), "Color": list(class_colour(v))}
+        for v in values
+        if v != 0 or v in class_names
+    ]
+    bands = statistics["bands"]
+    band_minimum = min((b["min"] for b in bands if b["min"] is not None), default=0)
+    band_maximum = max((b["max"] for b in bands if b["max"] is not None), default=0)
+    epsg = int(crs.split(":")[1])
+    model_definition = {
+        "Framework": "",
+        "ModelConfiguration": "",
+        "ModelType": "ImageClassification",
+        "ImageHeight": chip_size,
+        "ImageWidth": chip_size,
+        "ExtractBands": list(range(len(bands))),
+        "DataRange": [band_minimum, band_maximum],
+        "ImageSpaceUsed": "MAP_SPACE",
+        "IsMultispectral": len(bands) > 3,
+        "Classes": classes,
+    }
+    accumulated = {
+        "MetaDataMode": "Classified_Tiles",
+        "ImageFormat": "TIFF",
+        "NumTiles": len(file_names),
+        "TileSizeX": chip_size,
+        "TileSizeY": chip_size,
+        "NumBands": len(bands),
+        "MinCellSize": {"x": resolution, "y": resolution},
+        "MaxCellSize": {"x": resolution, "y": resolution},
+        "SpatialReference": {"wkid": epsg, "latestWkid": epsg},
+        "BandStats": [
+            {"BandName": b["name"], "Min": b["min"], "Max": b["max"], "Mean": b["mean"], "StdDev": b["std"]}
+            for b in bands
+        ],
+        "ClassAttributes": classes,
+        "FeatureStats": {
+            "NumPixelsPerClass": [
+                {"ClassValue": int(v), "NumPixels": c} for v, c in statistics["class_counts"].items()
+            ],
+        },
+    }
+    map_lines = [f"images/{name} labels/{name}" for name in sorted(file_names)]
+    stats_lines = [
+        f"Number of tiles: {len(file_names)}",
+        f"Tile size: {chip_size} x {chip_size} pixels at {resolution} m",
+        f"Bands: {', '.join(b['name'] for b in bands)}",
+        *(f"Class {c['Value']} ({c['Name']}): {statistics['class_counts'].get(str(c['Value']), 0)} pixels" for c in classes),
+    ]
+    publish_text(storage.join(out, "esri_model_definition.emd"), json.dumps(model_definition, indent=1))
+    publish_text(storage.join(out, "esri_accumulated_stats.json"), json.dumps(accumulated, indent=1))
+    publish_text(storage.join(out, "map.txt"), "\n".join(map_lines) + "\n")
+    publish_text(storage.join(out, "stats.txt"), "\n".join(stats_lines) + "\n")
+
