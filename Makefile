@@ -22,13 +22,11 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-DEMO_BBOX ?= -105.95,35.68,-105.90,35.72
-
+# The embedded default: a synthetic STAC catalog and labels generated offline.
 demo: $(VENV)/.installed
-	mkdir -p $(DEMO_DIR)
-	$(BIN)/tfchips tiles --bbox $(DEMO_BBOX) --resolution 10 --tilesize 256 --pad 8 \
-		--format geojson > $(DEMO_DIR)/tiles.geojson
-	@echo "demo: $$(grep -o '"key"' $(DEMO_DIR)/tiles.geojson | wc -l) tiles in $(DEMO_DIR)/tiles.geojson"
+	$(BIN)/tfchips demo-data $(DEMO_DIR)/data
+	$(BIN)/tfchips create-samples --config $(DEMO_DIR)/data/job.yaml --out $(DEMO_DIR)/chips
+	@echo "demo: chips in $(DEMO_DIR)/chips (images/, labels/, manifest.json)"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

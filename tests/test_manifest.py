@@ -69,9 +69,12 @@ def test_chip_pair_is_written_with_georeference_names_and_tags(tmp_path):
     with rasterio.open(label_path) as dataset:
         assert dataset.count == 1 and dataset.dtypes[0] == "uint8" and dataset.nodata == 255
         np.testing.assert_array_equal(dataset.read(1), label)
-    read_image, read_valid, read_label, scenes = read_written_pair(str(tmp_path), TILE.key)
-    np.testing.assert_array_equal(read_valid, valid)
-    assert scenes == ("scene-a", "scene-b")
+    pair = read_written_pair(str(tmp_path), TILE.key)
+    np.testing.assert_array_equal(pair.valid, valid)
+    np.testing.assert_array_equal(pair.image, image)
+    np.testing.assert_array_equal(pair.label, label)
+    assert pair.scenes == ("scene-a", "scene-b") and pair.label_nodata == 255
+    assert pair.band_names == ("blue", "green", "red")
     assert chip_pair_exists(str(tmp_path), TILE.key)
 
 

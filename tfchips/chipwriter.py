@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from rasterio.io import MemoryFile
 
@@ -74,16 +76,30 @@ def write_chip_pair(
     storage.publish(label_path, label_bytes)
 
 
-def read_written_pair(out: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(image, valid, label, scenes) of a pair written by `write_chip_pair`."""
+@dataclass(frozen=True)
+class WrittenPair:
+    """A chip pair read back: image (bands, rows, cols), valid and label (rows, cols)."""
+
+    image: np.ndarray
+    valid: np.ndarray
+    label: np.ndarray
+    label_nodata: int | None
+    band_names: tuple[str, ...]
+    scenes: tuple[str, ...]
+
+
+def read_written_pair(out: str, key: str) -> WrittenPair:
+    """Read back a pair written by `write_chip_pair` (to resume a job)."""
     image_path, label_path = chip_paths(out, key)
     with MemoryFile(storage.read(image_path)) as memory, memory.open() as dataset:
         image = dataset.read()
         nodata = dataset.nodata
+        band_names = tuple(d or f"band_{i}" for i, d in enumerate(dataset.descriptions, start=1))
         scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
     with MemoryFile(storage.read(label_path)) as memory, memory.open() as dataset:
         label = dataset.read(1)
-    return image, valid_pixels(image, nodata), label, scenes
+        label_nodata = None if dataset.nodata is None else int(dataset.nodata)
+    return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, band_names, scenes)
 
 
 def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:

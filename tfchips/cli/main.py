@@ -12,6 +12,8 @@ from tfchips.errors import TfchipsError
 
 # Command name -> module under tfchips.cli that defines a click command of that name.
 COMMANDS = {
+    "create-samples": "create_samples",
+    "demo-data": "demo_data",
     "tiles": "tiles",
 }
 

@@ -48,3 +48,66 @@ def area_of_interest(aoi_path: str | None, bbox: tuple | None):
     if (aoi_path is None) == (bbox is None):
         raise click.UsageError("give exactly one of --aoi FILE and --bbox W,S,E,N")
     return read_aoi(aoi_path) if aoi_path is not None else bbox_geometry(bbox)
+
+
+def _imagery_option_list() -> list:
+    from tfchips.composite import METHODS
+    from tfchips.sources.base import RESAMPLING
+
+    return [
+        click.option(
+            "--catalog",
+            help="Imagery source: a STAC catalog.json or collection.json (path or URL), a STAC API URL,"
+            " or earthone:PRODUCT_ID.",
+        ),
+        click.option("--collection", help="Collection id to search (STAC API) or keep (static catalog)."),
+        click.option("--bands", metavar="NAMES", help="Comma-separated asset keys or eo:bands common names."),
+        click.option("--start", metavar="DATE", help="First acquisition date (YYYY-MM-DD or ISO 8601, UTC)."),
+        click.option("--end", metavar="DATE", help="Last acquisition date, inclusive (YYYY-MM-DD or ISO 8601, UTC)."),
+        click.option("--max-cloud", type=float, metavar="PERCENT", help="Skip scenes with more cloud cover."),
+        click.option("--mask-asset", metavar="NAME", help="Class raster whose --mask-values mask pixels, e.g. scl."),
+        click.option("--mask-values", metavar="INTS", help="Comma-separated classes to mask, e.g. 3,8,9,10."),
+        click.option("--cloud-prob-asset", metavar="NAME", help="Cloud-probability raster used to mask pixels."),
+        click.option(
+            "--cloud-prob-threshold",
+            type=float,
+            metavar="VALUE",
+            help="Mask pixels whose cloud probability exceeds VALUE.",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(METHODS),
+            help="Per-pixel composite  [default: closest]",
+        ),
+        click.option(
+            "--reference-date",
+            metavar="DATE",
+            help="Date that closest aims at  [default: middle of --start..--end]",
+        ),
+        click.option(
+            "--resampling", type=click.Choice(RESAMPLING), help="Resampling of image bands  [default: nearest]"
+        ),
+        click.option("--nodata", metavar="NUMBER", help="Output nodata value  [default: the scenes', else 0]"),
+        click.option("--dtype", help="Output dtype, e.g. uint16 or float32  [default: the scenes']"),
+        click.option(
+            "--merge",
+            multiple=True,
+            metavar="'NAME=VALUE ...'",
+            help="Another product whose scenes join the candidates, e.g. 'collection=landsat-c2-l2"
+            " bands=blue,green,red,nir08'; unset settings come from the main product. Repeatable.",
+        ),
+        click.option(
+            "--stack",
+            multiple=True,
+            metavar="'NAME=VALUE ...'",
+            help="A product composited on its own and appended as bands, e.g. 'catalog=dem/catalog.json"
+            " bands=elevation resampling=bilinear'. Repeatable.",
+        ),
+    ]
+
+
+def imagery_options(function):
+    """Apply every imagery option; the values they give go to `ImageryRequest.from_options`."""
+    for option in reversed(_imagery_option_list()):
+        function = option(function)
+    return function

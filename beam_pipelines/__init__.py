@@ -1,0 +1,1 @@
+"""Apache Beam wiring of tfchips jobs: no logic of its own, only library calls."""

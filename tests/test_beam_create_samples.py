@@ -1,0 +1,59 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from beam_pipelines import create_training_samples
+from tfchips.cli.main import cli
+from tfchips.demo_data import generate
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
+
+
+def options(demo, out, tiles_file):
+    return [
+        "--tiles", str(tiles_file), "--catalog", demo.catalog, "--bands", ",".join(demo.bands),
+        "--start", demo.start, "--end", demo.end, "--mask-asset", demo.mask_asset,
+        "--mask-values", ",".join(map(str, demo.mask_values)), "--reference-date", demo.reference_date,
+        "--labels", demo.labels, "--attribute", demo.attribute, "--out", str(out),
+    ]
+
+
+def pixels(out):
+    found = {}
+    for sub in ("images", "labels"):
+        for name in sorted(os.listdir(out / sub)):
+            with rasterio.open(out / sub / name) as dataset:
+                found[f"{sub}/{name}"] = (dataset.read(), dataset.transform, dataset.crs)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_pipeline_writes_the_chips_the_cli_writes_and_dead_letters_failures(demo, tmp_path, mode):
+    good = ["32:0:10.0:13:-263:12341", "32:0:10.0:13:-262:12341", "32:0:10.0:13:-263:12342"]
+    failing = "32:0:10.0:13:-263:14000"  # no scene covers it
+    tiles_file = tmp_path / "tiles.txt"
+    tiles_file.write_text("\n".join(good + [failing]) + "\n")
+    local = CliRunner().invoke(cli, ["create-samples", *options(demo, tmp_path / "local", tiles_file), "--workers", "1"])
+    assert local.exit_code == 1, local.output  # the failing tile
+    create_training_samples.main(
+        [*options(demo, tmp_path / "beam", tiles_file), "--runner=DirectRunner", f"--direct_running_mode={mode}",
+         "--direct_num_workers=2"]
+    )
+    beam_chips, local_chips = pixels(tmp_path / "beam"), pixels(tmp_path / "local")
+    assert sorted(beam_chips) == sorted(local_chips) and len(beam_chips) == 2 * len(good)
+    for name, (array, transform, crs) in local_chips.items():
+        np.testing.assert_array_equal(beam_chips[name][0], array)
+        assert beam_chips[name][1:] == (transform, crs)
+    dead = [json.loads(line) for f in (tmp_path / "beam" / "dead_letter").iterdir() for line in f.read_text().splitlines()]
+    assert [d["key"] for d in dead] == [failing] and dead[0]["error"]
+    manifest = json.loads((tmp_path / "beam" / "manifest.json").read_text())
+    assert sorted(t["key"] for t in manifest["tiles"]) == sorted(good)
+    local_manifest = json.loads((tmp_path / "local" / "manifest.json").read_text())
+    assert manifest["statistics"] == local_manifest["statistics"]

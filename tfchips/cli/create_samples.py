@@ -1,0 +1,131 @@
+"""``tfchips create-samples``: composite imagery and rasterized labels into a chip folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from tqdm import tqdm
+
+from tfchips.aoi import read_tile_list
+from tfchips.cli import options
+from tfchips.cli.config import config_option, save_effective_config
+from tfchips.errors import ConfigError, OutputError
+from tfchips import storage
+from tfchips.grid import Tile, tiles_for_shape
+from tfchips.imagery import ImageryRequest
+from tfchips.labels import LabelRequest
+from tfchips.samples import SampleJob, create_samples
+
+
+def parse_class_names(text: str | None) -> dict[int, str]:
+    """``"0=background,1=building"`` -> {0: "background", 1: "building"}."""
+    if not text:
+        return {}
+    names = {}
+    for item in str(text).split(","):
+        value, _, name = item.partition("=")
+        if not value.strip().isdigit() or not name.strip():
+            raise ConfigError(f"--classes expects VALUE=NAME pairs separated by commas, got {item!r}")
+        names[int(value)] = name.strip()
+    return names
+
+
+def label_options(function):
+    for decorator in reversed(
+        [
+            click.option("--labels", required=True, type=click.Path(dir_okay=False), help="OGR-readable ground truth."),
+            click.option("--attribute", help="Integer attribute to burn (0-254); default: every feature burns 1."),
+            click.option("--labels-layer", help="Layer of --labels, by name or 0-based index."),
+            click.option("--all-touched", is_flag=True, help="Burn every pixel a feature touches."),
+            click.option("--background", type=click.IntRange(0, 255), default=0, show_default=True,
+                         help="Label of pixels no feature covers."),
+            click.option("--extent", type=click.Path(dir_okay=False),
+                         help="Vector file of the surveyed area; pixels outside it get --ignore-value."),
+            click.option("--extent-layer", help="Layer of --extent, by name or 0-based index."),
+            click.option("--ignore-value", type=click.IntRange(0, 255), default=255, show_default=True,
+                         help="Label (and label nodata) outside --extent."),
+            click.option("--classes", help="Class names, e.g. 0=background,1=building,2=water."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+@click.command("create-samples")
+@config_option
+@options.imagery_options
+@label_options
+@options.aoi
+@options.bbox
+@click.option("--tiles", "tiles_path", type=click.Path(dir_okay=False),
+              help="Tile keys to build: a text file (one per line) or a vector file with a tile_key column.")
+@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), help="Metres per pixel.")
+@click.option("--tilesize", type=click.IntRange(min=1), help="Tile width in pixels, without padding.")
+@options.pad
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Chip folder to write.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: the core count].")
+@click.option("--min-valid", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Skip tiles whose valid-pixel fraction is lower.")
+@click.option("--min-labelled", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Skip tiles whose labelled-pixel fraction (not background, not ignored) is lower.")
+@click.option("--overwrite", is_flag=True, help="Redo tiles whose chips already exist.")
+def command(**values) -> None:
+    """Write image and label chips (OUT/images, OUT/labels) for every tile.
+
+    Tiles come from --aoi/--bbox with --resolution and --tilesize, or from --tiles.
+    Chips are tilesize + 2 * pad pixels square. A re-run skips finished tiles.
+    """
+    tiles, job = job_from_values(values)
+    with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
+        counts = {"written": 0, "skipped": 0, "failed": 0}
+
+        def progress(record) -> None:
+            counts[record.status] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update()
+
+        summary = create_samples(tiles, job, values, workers=values["workers"], on_record=progress)
+    for record in summary.records:
+        if record.status == "failed":
+            click.echo(f"failed: {record.key}: {record.reason}", err=True)
+    click.echo(f"{summary.line}; chips in {os.path.abspath(job.out)}")
+    if summary.count("failed"):
+        sys.exit(1)
+
+
+def job_from_values(values: dict) -> tuple[list[Tile], SampleJob]:
+    """Tiles and job from this command's option values; saves them as OUT/config.yaml.
+
+    The Beam pipeline parses the same options and calls this too.
+    """
+    tiles = _tiles(values)
+    job = SampleJob(
+        imagery=ImageryRequest.from_options(values),
+        labels=LabelRequest.from_options(values),
+        out=values["out"],
+        min_valid=values["min_valid"],
+        min_labelled=values["min_labelled"],
+        overwrite=values["overwrite"],
+        class_names=parse_class_names(values["classes"]),
+    )
+    try:
+        if not storage.is_url(job.out):
+            os.makedirs(job.out, exist_ok=True)
+        save_effective_config(job.out, values)
+    except OSError as error:
+        raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
+    return tiles, job
+
+
+def _tiles(values: dict) -> list[Tile]:
+    area_given = values["aoi_path"] is not None or values["bbox"] is not None
+    if values["tiles_path"] is not None:
+        if area_given:
+            raise click.UsageError("give --tiles or --aoi/--bbox, not both")
+        return read_tile_list(values["tiles_path"])
+    if values["resolution"] is None or values["tilesize"] is None:
+        raise click.UsageError("--resolution and --tilesize are needed with --aoi/--bbox")
+    area = options.area_of_interest(values["aoi_path"], values["bbox"])
+    return tiles_for_shape(area, values["resolution"], values["tilesize"], values["pad"])

@@ -1,0 +1,34 @@
+"""``tfchips demo-data``: write the synthetic demo catalog and labels."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import yaml
+
+from tfchips.demo_data import generate
+from tfchips.manifest import publish_text
+
+
+@click.command("demo-data")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator; same seed, same pixels.")
+def command(out_dir: str, seed: int) -> None:
+    """Write a small static STAC catalog of synthetic COG scenes and a GeoPackage of labels to OUT_DIR."""
+    demo = generate(out_dir, seed=seed)
+    west, south, east, north = demo.bbox
+    click.echo(f"catalog: {demo.catalog}")
+    click.echo(
+        f"labels:  {demo.labels} (attribute {demo.attribute!r}: "
+        + ", ".join(f"{value} {name}" for value, name in sorted(demo.class_names.items()))
+        + ")"
+    )
+    click.echo(f"bbox:    {west},{south},{east},{north}")
+    samples = os.path.join(out_dir, "samples")
+    config = os.path.join(out_dir, "job.yaml")
+    publish_text(config, yaml.safe_dump(demo.job_options(samples), sort_keys=False))
+    click.echo(f"config:  {config}")
+    click.echo("next:")
+    click.echo(f"  tfchips create-samples --config {config}")
+    click.echo(f"  (or: {demo.command_line(samples)})")

@@ -1,0 +1,160 @@
+"""Reading raster bands onto a tile's pixel grid.
+
+Only the source window under the tile is read (plus a few pixels for the resampling
+kernel), from the coarsest overview that is still at least as fine as the tile, so a
+64 px tile costs a handful of COG blocks however large the scene. The window is then
+warped onto the tile's CRS, transform and shape; nodata is carried as a mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, RasterioError
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from tfchips.errors import RasterReadError
+from tfchips.grid import Tile
+from tfchips.sources.base import RESAMPLING, Pixels
+
+# Remote COGs: never list the folder, merge neighbouring range requests.
+_GDAL_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "VSI_CACHE": "TRUE",
+}
+# Source pixels kept around the tile's footprint so bilinear and cubic kernels see their neighbours.
+_KERNEL_MARGIN = 3
+
+
+@dataclass(frozen=True)
+class BandRef:
+    """Where one band lives: a raster file or URL, its 1-based band index, and the nodata
+    value to assume when the file declares none (from STAC ``raster:bands``)."""
+
+    href: str
+    index: int = 1
+    nodata: int | float | None = None
+
+
+def read_bands(refs: Sequence[BandRef], tile: Tile, resampling: str = "nearest", label: str = "") -> Pixels:
+    """Bands ``refs`` on the tile grid, as a masked (bands, rows, cols) array.
+
+    Each file is opened once however many of its bands are asked for. ``label`` (an item
+    id, say) prefixes error messages, which always name the file.
+    """
+    if resampling not in RESAMPLING:
+        raise ValueError(f"unknown resampling {resampling!r}; expected one of {', '.join(RESAMPLING)}")
+    positions: dict[str, list[int]] = {}
+    for position, ref in enumerate(refs):
+        positions.setdefault(ref.href, []).append(position)
+    parts: dict[str, Pixels] = {}
+    prefix = f"{label}: " if label else ""
+    with rasterio.Env(**_GDAL_OPTIONS):
+        for href, where in positions.items():
+            try:
+                with rasterio.open(href) as dataset:
+                    parts[href] = _read_file(dataset, [refs[p] for p in where], tile, resampling, prefix)
+            except (RasterioError, CRSError) as error:
+                raise RasterReadError(f"{prefix}cannot read {href}: {error}") from None
+    dtype = np.result_type(*(part.values.dtype for part in parts.values()))
+    values = np.ma.masked_all((len(refs), *tile.shape), dtype=dtype)
+    for href, where in positions.items():
+        values[where] = parts[href].values
+    return Pixels(values=values, nodata=parts[refs[0].href].nodata)
+
+
+def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, prefix: str) -> Pixels:
+    indexes = [ref.index for ref in refs]
+    for index in indexes:
+        if not 1 <= index <= dataset.count:
+            raise RasterReadError(f"{prefix}{dataset.name} has {dataset.count} band(s), no band {index}")
+    if dataset.crs is None:
+        raise RasterReadError(f"{prefix}{dataset.name} has no CRS")
+    declared = [
+        dataset.nodatavals[index - 1] if dataset.nodatavals[index - 1] is not None else ref.nodata
+        for index, ref in zip(indexes, refs)
+    ]
+    dtype = np.dtype(dataset.dtypes[indexes[0] - 1])
+    rows, cols = tile.shape
+    bounds = transform_bounds(tile.crs, dataset.crs, *tile.bounds, densify_pts=21)
+    factor = _overview_factor(dataset, indexes[0], bounds, tile.shape)
+    window = _source_window(dataset, bounds, _KERNEL_MARGIN * factor)
+    if window is None:
+        return Pixels(np.ma.masked_all((len(refs), rows, cols), dtype=dtype), declared[0])
+
+    out_shape = (len(indexes), math.ceil(window.height / factor), math.ceil(window.width / factor))
+    # Asking GDAL for a decimated window makes it read the matching overview.
+    data = dataset.read(indexes, window=window, out_shape=out_shape, masked=True)
+    invalid = np.ma.getmaskarray(data).copy()
+    raw = np.asarray(data.data)
+    for band, value in enumerate(declared):
+        if value is None:
+            continue
+        invalid[band] |= np.isnan(raw[band]) if np.isnan(value) else raw[band] == value
+    if raw.dtype.kind == "f":
+        invalid |= np.isnan(raw)
+    src_transform = dataset.window_transform(window) @ Affine.scale(
+        window.width / out_shape[2], window.height / out_shape[1]
+    )
+    fill = next((v for v in declared if v is not None and fits_dtype(v, raw.dtype)), 0)
+    filled = np.where(invalid, np.asarray(fill, dtype=raw.dtype), raw)
+    warped = np.full((len(indexes), rows, cols), fill, dtype=raw.dtype)
+    common = dict(src_transform=src_transform, src_crs=dataset.crs, dst_transform=tile.transform, dst_crs=tile.crs)
+    reproject(
+        filled,
+        warped,
+        src_nodata=fill if invalid.any() else None,
+        dst_nodata=fill,
+        resampling=Resampling[resampling],
+        **common,
+    )
+    # Coverage follows the nearest source pixel, whatever resampling the values use.
+    coverage = np.zeros((len(indexes), rows, cols), dtype=np.uint8)
+    reproject(
+        (~invalid).astype(np.uint8), coverage, src_nodata=0, dst_nodata=0, resampling=Resampling.nearest, **common
+    )
+    return Pixels(np.ma.MaskedArray(warped, mask=coverage == 0), declared[0])
+
+
+def _overview_factor(dataset, index: int, bounds: tuple, shape: tuple[int, int]) -> int:
+    """Largest overview decimation whose pixels are not coarser than the tile's."""
+    left, bottom, right, top = bounds
+    rows, cols = shape
+    target = min((right - left) / cols, (top - bottom) / rows)
+    native = min(abs(dataset.res[0]), abs(dataset.res[1]))
+    usable = [f for f in dataset.overviews(index) if f * native <= target * (1 + 1e-9)]
+    return max(usable, default=1)
+
+
+def _source_window(dataset, bounds: tuple, margin: int) -> Window | None:
+    """Pixel window of ``bounds`` (in the dataset CRS) grown by ``margin``, clipped to the raster."""
+    if not dataset.transform.is_rectilinear:
+        return Window(0, 0, dataset.width, dataset.height)
+    window = from_bounds(*bounds, transform=dataset.transform)
+    col0 = max(math.floor(window.col_off) - margin, 0)
+    row0 = max(math.floor(window.row_off) - margin, 0)
+    col1 = min(math.ceil(window.col_off + window.width) + margin, dataset.width)
+    row1 = min(math.ceil(window.row_off + window.height) + margin, dataset.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def fits_dtype(value: float, dtype: np.dtype) -> bool:
+    """Whether ``value`` survives a round trip through ``dtype`` (any value fits a float dtype)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return True
+    if isinstance(value, float) and not value.is_integer():  # also False for NaN and infinities
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max

@@ -1,0 +1,249 @@
+"""STAC sources: a static catalog on disk or behind a URL, and a STAC API that answers /search.
+
+Both turn items into `Scene`s the same way and read assets with `read_bands`: a band is
+an asset key, or the ``name`` / ``common_name`` of an entry in an asset's ``eo:bands``
+(STAC 1.1 ``bands``). Nodata comes from the file, else from ``raster:bands[].nodata``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import urllib.parse
+from typing import Iterator, Sequence
+
+import pystac
+import shapely
+from shapely.geometry import mapping, shape
+
+from tfchips.errors import CatalogError, ItemError
+from tfchips.grid import Tile
+from tfchips.sources.base import Pixels, Scene, SceneQuery, Source, as_utc, first_line, sorted_scenes
+from tfchips.sources.raster import BandRef, read_bands
+
+# Seconds to wait for a STAC API: to connect, then to read a page.
+_API_TIMEOUT = (10, 60)
+# APIs whose asset URLs must be signed before reading, and the optional package that signs them.
+SIGNERS = {"planetarycomputer.microsoft.com": "planetary_computer"}
+
+
+def scene_from_item(item: pystac.Item, source: str) -> Scene:
+    """The `Scene` of a STAC item: its id, datetime (or start_datetime) and ``eo:cloud_cover``."""
+    label = _item_label(item)
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        raise ItemError(f"{label} has no datetime")
+    cloud = item.properties.get("eo:cloud_cover")
+    if cloud is not None and not (isinstance(cloud, (int, float)) and math.isfinite(cloud)):
+        raise ItemError(f"{label} has eo:cloud_cover {cloud!r}; expected a number of percent")
+    return Scene(
+        id=item.id,
+        datetime=as_utc(when),
+        cloud_cover=None if cloud is None else float(cloud),
+        source=source,
+        handle=item,
+    )
+
+
+def band_refs(item: pystac.Item, names: Sequence[str]) -> list[BandRef]:
+    """Where each named band of ``item`` lives: asset keys first, then ``eo:bands`` names."""
+    return [_band_ref(item, name) for name in names]
+
+
+def read_item(item: pystac.Item, names: Sequence[str], tile: Tile, resampling: str) -> Pixels:
+    """The named bands of a STAC item on the tile grid."""
+    return read_bands(band_refs(item, names), tile, resampling, label=_item_label(item))
+
+
+class _ItemSource(Source):
+    """Reading is the same for every STAC source; only finding items differs."""
+
+    def read(self, scene: Scene, bands: Sequence[str], tile: Tile, resampling: str = "nearest") -> Pixels:
+        return read_item(scene.handle, bands, tile, resampling)
+
+
+class StaticCatalog(_ItemSource):
+    """Every item under a ``catalog.json`` or ``collection.json`` (a path or URL), held in memory.
+
+    ``collection``, when given, keeps only the items of that collection id.
+    """
+
+    def __init__(self, href: str, collection: str | None = None) -> None:
+        self.name = href
+        self._scenes: list[Scene] = []
+        footprints = []
+        for item in _walk(_catalog_file(href)):
+            if collection is not None and item.collection_id != collection:
+                continue
+            self._scenes.append(scene_from_item(item, href))
+            footprints.append(_footprint(item))
+        if collection is not None and not self._scenes:
+            raise CatalogError(f"{href}: no items in collection {collection!r}")
+        self._tree = shapely.STRtree(footprints)
+
+    def __len__(self) -> int:
+        return len(self._scenes)
+
+    def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
+        hits = self._tree.query(tile.geometry, predicate="intersects")
+        return sorted_scenes([s for s in (self._scenes[i] for i in hits) if query.accepts(s.datetime, s.cloud_cover)])
+
+
+class StacApi(_ItemSource):
+    """A STAC API (Earth Search, Planetary Computer, ...) searched once per tile with pystac-client."""
+
+    def __init__(self, url: str, collection: str | None = None) -> None:
+        import pystac_client
+        from pystac_client.conformance import ConformanceClasses
+
+        self.name = url
+        self._collection = collection
+        signer = _signer(url)
+        try:
+            self._client = pystac_client.Client.open(url, timeout=_API_TIMEOUT, modifier=signer)
+        except Exception as error:  # requests, APIError, STACTypeError: all mean "not usable"
+            raise CatalogError(f"{url}: cannot open the STAC API ({first_line(error)})") from None
+        if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+            raise CatalogError(f"{url}: not a STAC API with item search (no /search conformance)")
+        self._server_query = self._client.conforms_to(ConformanceClasses.QUERY)
+
+    def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
+        params: dict = {"intersects": mapping(tile.geometry)}
+        if self._collection is not None:
+            params["collections"] = [self._collection]
+        if query.start is not None or query.end is not None:
+            params["datetime"] = f"{_iso(query.start)}/{_iso(query.end)}"
+        if query.max_cloud is not None and self._server_query:
+            params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
+        try:
+            items = list(self._client.search(**params).items())
+        except Exception as error:
+            raise CatalogError(f"{self.name}: search failed for tile {tile.key} ({first_line(error)})") from None
+        # Filter again here: servers differ on open intervals and some ignore `query`.
+        scenes = [scene_from_item(item, self.name) for item in items]
+        return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
+
+
+def _signer(url: str):
+    """The function that signs asset URLs of this API in place, if it needs one (see `SIGNERS`)."""
+    package = SIGNERS.get(urllib.parse.urlparse(url).hostname or "")
+    if package is None:
+        return None
+    try:
+        return importlib.import_module(package).sign_inplace
+    except ImportError:
+        raise CatalogError(
+            f"{url}: the assets of this API need signed URLs; pip install {package.replace('_', '-')}"
+        ) from None
+
+
+def _catalog_file(href: str) -> str:
+    """The catalog.json or collection.json to open for a path, folder or URL."""
+    if "://" in href:
+        return href
+    if os.path.isdir(href):
+        for name in ("catalog.json", "collection.json"):
+            if os.path.isfile(os.path.join(href, name)):
+                return os.path.join(href, name)
+        raise CatalogError(f"{href}: folder has no catalog.json or collection.json")
+    if not os.path.exists(href):
+        raise CatalogError(f"{href}: no such catalog file")
+    return href
+
+
+def _walk(href: str) -> Iterator[pystac.Item]:
+    """Items under a catalog, depth first, read one file at a time so errors can name it."""
+    root = _read(href, CatalogError)
+    if isinstance(root, pystac.Item):
+        raise CatalogError(f"{href}: is a STAC item, not a catalog or collection")
+    stack = [root]
+    while stack:
+        catalog = stack.pop()
+        for link in catalog.links:
+            if link.rel == "item":
+                item = _read(link.get_absolute_href(), ItemError)
+                if not isinstance(item, pystac.Item):
+                    raise ItemError(f"{link.get_absolute_href()}: linked as an item but is a {type(item).__name__}")
+                yield item
+            elif link.rel == "child":
+                child = _read(link.get_absolute_href(), CatalogError)
+                if isinstance(child, pystac.Catalog):
+                    stack.append(child)
+
+
+def _read(href: str, error_type: type[Exception]):
+    try:
+        return pystac.read_file(href)
+    except FileNotFoundError:
+        raise error_type(f"{href}: no such file") from None
+    except Exception as error:  # urllib, JSON and STAC errors alike
+        raise error_type(f"{href}: cannot read STAC JSON ({first_line(error)})") from None
+
+
+def _footprint(item: pystac.Item) -> shapely.Geometry:
+    if item.geometry is not None:
+        return shapely.make_valid(shape(item.geometry))
+    if item.bbox is not None:
+        box = item.bbox
+        # A 3D bbox is (west, south, bottom, east, north, top).
+        return (
+            shapely.box(box[0], box[1], box[2], box[3])
+            if len(box) == 4
+            else shapely.box(box[0], box[1], box[3], box[4])
+        )
+    raise ItemError(f"{_item_label(item)} has neither geometry nor bbox")
+
+
+def _band_ref(item: pystac.Item, name: str) -> BandRef:
+    label = _item_label(item)
+    asset = item.assets.get(name)
+    if asset is not None:
+        count = max(len(_band_list(asset)), 1)
+        if count > 1:
+            names = ", ".join(str(b.get("common_name") or b.get("name")) for b in _band_list(asset))
+            raise ItemError(f"{label}: asset {name!r} has {count} bands; ask for one of them by name ({names})")
+        return BandRef(_href(item, name, asset), 1, _stac_nodata(asset, 0))
+    for key in ("name", "common_name", "eo:common_name"):
+        for asset_key, candidate in item.assets.items():
+            for position, band in enumerate(_band_list(candidate)):
+                if band.get(key) == name:
+                    return BandRef(_href(item, asset_key, candidate), position + 1, _stac_nodata(candidate, position))
+    raise ItemError(
+        f"{label} has no asset or eo:bands name {name!r}; assets: {', '.join(sorted(item.assets)) or 'none'}"
+    )
+
+
+def _band_list(asset: pystac.Asset) -> list[dict]:
+    return asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []
+
+
+def _stac_nodata(asset: pystac.Asset, position: int) -> int | float | None:
+    """Nodata of band ``position`` from the raster extension (or STAC 1.1 ``bands``)."""
+    for field in ("raster:bands", "bands"):
+        bands = asset.extra_fields.get(field) or []
+        if position < len(bands) and bands[position].get("nodata") is not None:
+            return _number(bands[position]["nodata"])
+    value = asset.extra_fields.get("nodata")
+    return None if value is None else _number(value)
+
+
+def _number(value) -> int | float:
+    # The raster extension writes non-finite nodata as the strings "nan", "inf", "-inf".
+    return float(value) if isinstance(value, str) else value
+
+
+def _href(item: pystac.Item, key: str, asset: pystac.Asset) -> str:
+    href = asset.get_absolute_href() or asset.href
+    if not href:
+        raise ItemError(f"{_item_label(item)}: asset {key!r} has no href")
+    return href
+
+
+def _item_label(item: pystac.Item) -> str:
+    href = item.get_self_href()
+    return f"item {item.id!r}" + (f" ({href})" if href else "")
+
+
+def _iso(moment) -> str:
+    return ".." if moment is None else moment.isoformat().replace("+00:00", "Z")
