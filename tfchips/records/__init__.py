@@ -1,0 +1,80 @@
+"""Chip folders to sharded TFRecords: schema, encoders, decoders, shard plan, writer.
+
+- `schema`: the feature keys of a record (``tfchips`` and ``legacy`` schemas),
+  `build_record`, `decode_example`, `feature_spec`.
+- `codecs`: the ``bytes`` / ``png`` / ``array`` encodings and the TensorFlow and
+  GDAL chip decoders.
+- `encoder`: `encode_chip_pair`, one chip pair to one serialized record (pure,
+  picklable: the unit a Beam pipeline maps).
+- `plan`: `plan_shards`, which split and shard each chip goes to.
+- `writer`: `write_tfrecords`, the local parallel writer, and dataset.json.
+"""
+
+from tfchips.records.codecs import DECODERS, ENCODINGS, EncodedRaster, encode_png, png_channels
+from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
+from tfchips.records.plan import ShardPlan, assign_splits, parse_split_by, parse_splits, plan_shards, shards_for_size
+from tfchips.records.schema import (
+    SCHEMA_VERSION,
+    SCHEMAS,
+    ChipExample,
+    RasterSpec,
+    decode_example,
+    feature_spec,
+    feature_table,
+)
+from tfchips.records.statistics import ChipStatistics, chip_statistics, statistics_json
+from tfchips.records.writer import (
+    COMPRESSIONS,
+    DATASET_JSON,
+    BadChip,
+    ShardInfo,
+    WriterOptions,
+    dataset_description,
+    ordered_map,
+    read_dataset_json,
+    shard_file_name,
+    shard_paths,
+    worker_pool,
+    write_dataset_json,
+    write_tfrecords,
+)
+
+__all__ = [
+    "COMPRESSIONS",
+    "DATASET_JSON",
+    "DECODERS",
+    "ENCODINGS",
+    "SCHEMAS",
+    "SCHEMA_VERSION",
+    "BadChip",
+    "ChipExample",
+    "ChipStatistics",
+    "EncodedChip",
+    "EncodedRaster",
+    "RasterSpec",
+    "RecordOptions",
+    "ShardInfo",
+    "ShardPlan",
+    "WriterOptions",
+    "assign_splits",
+    "chip_statistics",
+    "dataset_description",
+    "decode_example",
+    "encode_chip_pair",
+    "encode_png",
+    "feature_spec",
+    "feature_table",
+    "ordered_map",
+    "parse_split_by",
+    "parse_splits",
+    "plan_shards",
+    "png_channels",
+    "read_dataset_json",
+    "shard_file_name",
+    "shard_paths",
+    "shards_for_size",
+    "statistics_json",
+    "worker_pool",
+    "write_dataset_json",
+    "write_tfrecords",
+]

@@ -1,0 +1,147 @@
+"""One chip pair to one serialized record: the pure, picklable unit of work.
+
+`encode_chip_pair` is what the local writer maps over its worker threads (or
+processes) and what a Beam pipeline maps over its workers; it imports
+TensorFlow only when a TensorFlow decoder is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfchips.chips import ChipGeoreference, ChipPair, read_chip_header
+from tfchips.errors import ChipError, ConfigError
+from tfchips.records.codecs import (
+    DECODERS,
+    ENCODINGS,
+    EncodedRaster,
+    decode_with_gdal,
+    decode_with_tf,
+    encode_file,
+    encode_pixels,
+    tf_decodable,
+)
+from tfchips.records.geotiff import read_geotiff_header
+from tfchips.records.schema import SCHEMAS, RasterSpec, build_legacy_record, build_record
+from tfchips.records.statistics import ChipStatistics, chip_statistics
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOptions:
+    """How chip pairs become records.
+
+    ``label_encoding`` None means "same as ``encoding``". ``decoder``: ``gdal``
+    decodes any chip; ``tf`` decodes PNG, JPEG and BMP and refuses the rest; ``auto``
+    uses TensorFlow for the chips it decodes exactly and GDAL for the others.
+    ``statistics`` computes per-chip band statistics and class counts, which
+    decodes the pixels even for ``bytes`` records.
+    """
+
+    encoding: str = "bytes"
+    label_encoding: str | None = None
+    decoder: str = "auto"
+    schema: str = "tfchips"
+    statistics: bool = False
+
+    def __post_init__(self) -> None:
+        for option, value, allowed in (
+            ("encoding", self.encoding, ENCODINGS),
+            ("label encoding", self.label_encoding or self.encoding, ENCODINGS),
+            ("decoder", self.decoder, DECODERS),
+            ("schema", self.schema, SCHEMAS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"unknown {option} {value!r}; expected one of {', '.join(allowed)}")
+
+    @property
+    def labels(self) -> str:
+        """Encoding of the label chips."""
+        return self.label_encoding or self.encoding
+
+    @property
+    def decodes(self) -> bool:
+        """Whether any pixels are decoded (``bytes`` records without statistics need none)."""
+        return self.statistics or self.encoding != "bytes" or self.labels != "bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChip:
+    """A serialized record with what the dataset description needs from it."""
+
+    name: str
+    record: bytes
+    image: RasterSpec
+    label: RasterSpec
+    statistics: ChipStatistics | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    encoded: EncodedRaster
+    georeference: ChipGeoreference
+    pixels: np.ndarray | None
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        raise ChipError(f"{path}: cannot read chip ({error.strerror})") from None
+
+
+def _load(path: str, encoding: str, decoder: str, want_pixels: bool) -> _Loaded:
+    """Encode one chip file; decode it only when ``want_pixels`` (or its encoding) asks."""
+    data = _read_file(path)
+    # A GeoTIFF that holds its own georeferencing needs neither GDAL for its header
+    # nor GDAL's scan of the folder for sidecar files when it is decoded.
+    header = read_geotiff_header(path, data)
+    self_contained = header is not None
+    header = header or read_chip_header(path)
+    pixels = None
+    if want_pixels or encoding != "bytes":
+        if decoder == "tf" or (decoder == "auto" and tf_decodable(header)):
+            pixels = decode_with_tf(data, header)
+        else:
+            pixels = decode_with_gdal(header, siblings=not self_contained)
+    encoded = encode_file(data, header) if encoding == "bytes" else encode_pixels(pixels, encoding, path)
+    return _Loaded(encoded, header.georeference, pixels)
+
+
+def _check_twins(pair: ChipPair, image: _Loaded, label: _Loaded) -> None:
+    if image.encoded.shape[:2] != label.encoded.shape[:2]:
+        raise ChipError(
+            f"{pair.label_path}: label is {label.encoded.shape[0]} x {label.encoded.shape[1]} pixels, "
+            f"its image {pair.image_path} is {image.encoded.shape[0]} x {image.encoded.shape[1]}"
+        )
+    a, b = image.georeference, label.georeference
+    if a.crs and b.crs and (a.crs != b.crs or not a.transform.almost_equals(b.transform)):
+        raise ChipError(f"{pair.label_path}: label is not georeferenced like its image {pair.image_path}")
+
+
+def encode_chip_pair(pair: ChipPair, options: RecordOptions) -> EncodedChip:
+    """Serialized record of one chip pair, per ``options``; raises `ChipError` naming a bad file.
+
+    Pure apart from reading the two chip files: the same pair and options give the
+    same bytes in any process.
+    """
+    image = _load(pair.image_path, options.encoding, options.decoder, options.statistics)
+    label = _load(pair.label_path, options.labels, options.decoder, options.statistics)
+    _check_twins(pair, image, label)
+    label_names = label.georeference.band_names
+    if options.schema == "legacy":
+        record = build_legacy_record(pair.name, pair.key, image.encoded, label.encoded)
+    else:
+        record = build_record(pair.name, pair.key, image.georeference, image.encoded, label.encoded, label_names)
+    statistics = None
+    if options.statistics:
+        statistics = chip_statistics(image.pixels, image.georeference.nodata, label.pixels, label.georeference.nodata)
+    return EncodedChip(
+        pair.name,
+        record,
+        RasterSpec.of(image.encoded, image.georeference.band_names, image.georeference.nodata),
+        RasterSpec.of(label.encoded, label_names, label.georeference.nodata),
+        statistics,
+    )

@@ -1,0 +1,182 @@
+"""GeoTIFF headers read straight from the file's bytes, without GDAL.
+
+Opening a chip with GDAL costs about half a millisecond (driver probing, sidecar
+lookups, CRS construction); `bytes` records never need the pixels, so the
+header they carry is parsed here in tens of microseconds. Only the common case
+is handled: one EPSG-coded CRS, a pixel-is-area transform, GDAL's own band
+description and nodata tags. Anything else returns None and the caller asks
+GDAL, so the two paths always agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import xml.etree.ElementTree as ElementTree
+from xml.sax.saxutils import unescape
+
+from affine import Affine
+
+from tfchips.chips import ChipGeoreference, ChipHeader, band_names
+from tfchips.errors import ChipError
+
+# TIFF field type -> struct code and size in bytes (rationals are never needed).
+_TYPES = {
+    1: ("B", 1),
+    2: ("s", 1),
+    3: ("H", 2),
+    4: ("I", 4),
+    6: ("b", 1),
+    7: ("B", 1),
+    8: ("h", 2),
+    9: ("i", 4),
+    11: ("f", 4),
+    12: ("d", 8),
+    16: ("Q", 8),
+    17: ("q", 8),
+    18: ("Q", 8),
+}
+# (SampleFormat, BitsPerSample) -> numpy dtype name, as GDAL maps them.
+_DTYPES = {
+    (1, 8): "uint8",
+    (1, 16): "uint16",
+    (1, 32): "uint32",
+    (1, 64): "uint64",
+    (2, 8): "int8",
+    (2, 16): "int16",
+    (2, 32): "int32",
+    (2, 64): "int64",
+    (3, 32): "float32",
+    (3, 64): "float64",
+}
+_WIDTH, _HEIGHT, _BITS, _SAMPLES, _SAMPLE_FORMAT, _PHOTOMETRIC = 256, 257, 258, 277, 339, 262
+_STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
+_PIXEL_SCALE, _TIEPOINT, _MODEL_TRANSFORM = 33550, 33922, 34264
+_GEOKEYS, _GEO_DOUBLES, _GEO_ASCII = 34735, 34736, 34737
+_GDAL_METADATA, _GDAL_NODATA = 42112, 42113
+_PALETTE = 3
+# GeoKeys that do not change the CRS named by its EPSG code (citations, units that match it).
+_MODEL_TYPE, _RASTER_TYPE, _GEOGRAPHIC_CODE, _PROJECTED_CODE = 1024, 1025, 2048, 3072
+_HARMLESS_KEYS = {1026, 2049, 3073, 2054, 3076, 2057, 2058, 2059}
+_HARMLESS_VALUES = {2054: 9102, 3076: 9001}  # degree, metre: GDAL's own choices for EPSG codes
+
+
+def _tags(data: bytes, path: str) -> dict[int, object] | None:
+    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF."""
+    order = data[:2]
+    if order not in (b"II", b"MM"):
+        return None
+    endian = "<" if order == b"II" else ">"
+    try:
+        version = struct.unpack_from(endian + "H", data, 2)[0]
+        # Classic TIFF: 16-bit entry count, 32-bit value counts and offsets; BigTIFF: all 64-bit.
+        if version == 42:
+            entries_code, word, word_size = "H", "I", 4
+        elif version == 43:
+            entries_code, word, word_size = "Q", "Q", 8
+        else:
+            return None
+        ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
+        entries = struct.unpack_from(endian + entries_code, data, ifd)[0]
+        position = ifd + struct.calcsize(entries_code)
+        tags: dict[int, object] = {}
+        for _ in range(entries):
+            tag, kind, count = struct.unpack_from(f"{endian}HH{word}", data, position)
+            value_at = position + 4 + word_size
+            position += 4 + 2 * word_size
+            if kind not in _TYPES:
+                continue
+            code, size = _TYPES[kind]
+            if size * count > word_size:
+                value_at = struct.unpack_from(endian + word, data, value_at)[0]
+            if value_at + size * count > len(data):
+                raise ChipError(f"{path}: truncated TIFF (tag {tag} lies past the end of the file)")
+            if kind == 2:
+                tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
+            else:
+                tags[tag] = struct.unpack_from(f"{endian}{count}{code}", data, value_at)
+    except struct.error:
+        raise ChipError(f"{path}: truncated TIFF header") from None
+    return tags
+
+
+@functools.lru_cache(maxsize=256)
+def _crs(directory: tuple[int, ...] | None) -> str | None:
+    """``EPSG:<code>`` of a GeoKey directory, or None when GDAL must decide (no GeoKeys:
+    it may find a sidecar). Cached: the chips of a folder share a handful of CRSs."""
+    if directory is None:
+        return None
+    keys = {}
+    for i in range(4, 4 + 4 * directory[3], 4):
+        key, location, _, value = directory[i : i + 4]
+        keys[key] = value if location == 0 else None
+    model = keys.pop(_MODEL_TYPE, None)
+    if keys.pop(_RASTER_TYPE, 1) != 1:
+        return None  # pixel-is-point: GDAL shifts the transform by half a pixel
+    code = keys.pop({1: _PROJECTED_CODE, 2: _GEOGRAPHIC_CODE}.get(model, -1), None)
+    if code is None or not 1024 <= code < 32767:
+        return None
+    for key, value in keys.items():
+        if key not in _HARMLESS_KEYS or _HARMLESS_VALUES.get(key, value) != value:
+            return None
+    return f"EPSG:{code}"
+
+
+def _transform(tags: dict[int, object]) -> Affine | None:
+    if _MODEL_TRANSFORM in tags:
+        m = tags[_MODEL_TRANSFORM]
+        return Affine(m[0], m[1], m[3], m[4], m[5], m[7])
+    scale, tiepoint = tags.get(_PIXEL_SCALE), tags.get(_TIEPOINT)
+    if scale is None or tiepoint is None or len(tiepoint) != 6:
+        return None
+    i, j, _, x, y, _ = tiepoint
+    return Affine(scale[0], 0.0, x - i * scale[0], 0.0, -scale[1], y + j * scale[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _descriptions(text: str | None, count: int) -> tuple[str | None, ...]:
+    """Band descriptions in GDAL's metadata XML (cached: a folder's chips share theirs)."""
+    descriptions: list[str | None] = [None] * count
+    if text:
+        for item in ElementTree.fromstring(text).iter("Item"):
+            if item.get("role") == "description" and item.get("sample", "").isdigit():
+                sample = int(item.get("sample"))
+                if sample < count and item.text:
+                    # GDAL escapes the text once more than XML needs, and unescapes it on reading.
+                    descriptions[sample] = unescape(item.text, {"&quot;": '"', "&apos;": "'"})
+    return tuple(descriptions)
+
+
+def read_geotiff_header(path: str, data: bytes) -> ChipHeader | None:
+    """Header of the GeoTIFF whose bytes are ``data``, or None where GDAL must read it.
+
+    Raises `ChipError` when the file is a TIFF whose header or pixel blocks
+    extend past its end (a truncated copy).
+    """
+    tags = _tags(data, path)
+    if tags is None or os.path.exists(path + ".aux.xml"):
+        return None  # not a TIFF, or PAM metadata that overrides the file's own
+    rows, cols = tags.get(_HEIGHT, (0,))[0], tags.get(_WIDTH, (0,))[0]
+    count = tags.get(_SAMPLES, (1,))[0]
+    bits, formats = set(tags.get(_BITS, (1,))), set(tags.get(_SAMPLE_FORMAT, (1,)))
+    if len(bits) != 1 or len(formats) != 1 or not rows or not cols:
+        return None
+    bits_per_sample = bits.pop()
+    dtype = _DTYPES.get((formats.pop(), bits_per_sample))
+    offsets = tags.get(_STRIP_OFFSETS, tags.get(_TILE_OFFSETS))
+    sizes = tags.get(_STRIP_COUNTS, tags.get(_TILE_COUNTS))
+    crs, transform = _crs(tags.get(_GEOKEYS)), _transform(tags)
+    if dtype is None or offsets is None or sizes is None or crs is None or transform is None:
+        return None
+    if len(offsets) != len(sizes) or max(o + s for o, s in zip(offsets, sizes)) > len(data):
+        raise ChipError(f"{path}: truncated TIFF (pixel blocks lie past the end of the file)")
+    nodata = tags.get(_GDAL_NODATA)
+    try:
+        descriptions = _descriptions(tags.get(_GDAL_METADATA), count)
+        nodata = float(nodata) if nodata else None
+    except (ElementTree.ParseError, ValueError):
+        return None
+    georeference = ChipGeoreference(crs, transform, band_names(descriptions), nodata)
+    paletted = tags.get(_PHOTOMETRIC, (1,))[0] == _PALETTE
+    return ChipHeader(path, "GTiff", (rows, cols, count), dtype, bits_per_sample, paletted, georeference)

@@ -1,0 +1,325 @@
+"""What a chip record holds: feature keys and types of the two schemas, both ways.
+
+Schema ``tfchips`` (version 1, the default): one ``tf.train.Example`` per chip pair.
+
+======================  ==============  ============================================================
+key                     type            content
+======================  ==============  ============================================================
+``name``                bytes           chip name (file stem), e.g. ``256#0#10.0#13#-34#1542``
+``key``                 bytes           DLTile key (``256:0:10.0:13:-34:1542``); empty when the
+                                        name is not a tile key (ESRI exports)
+``crs``                 bytes           image CRS, ``EPSG:<code>`` or WKT; empty when it has none
+``transform``           bytes           48 bytes: six little-endian float64, GDAL geotransform order
+                                        (x_origin, pixel_width, row_rotation, y_origin,
+                                        col_rotation, pixel_height); ``tf.io.decode_raw(x, tf.float64)``
+``image/encoding``      bytes           ``bytes``, ``png`` or ``array``
+``image/format``        bytes           ``bytes``: ``tiff``, ``png``, ``jpeg`` or ``bmp`` (the file as
+                                        stored); ``png``: ``png``; ``array``: ``raw``
+``image/data``          bytes x n       ``bytes`` and ``array``: one element; ``png``: one PNG per
+                                        group of up to 4 bands, in band order (13 bands: 4+4+4+1
+                                        channels), concatenated on the channel axis when parsed
+``image/shape``         int64 x 3       rows, cols, bands of the decoded pixels (H, W, C)
+``image/dtype``         bytes           numpy name of the decoded dtype (``uint8``, ``float32``...)
+``image/band_names``    bytes x bands   band descriptions, ``band_<i>`` where a band has none
+``label/...``           same as image   the label chip (its encoding may differ from the image's)
+======================  ==============  ============================================================
+
+``array`` data are the pixels in C order (H, W, C), little-endian: ``tf.io.decode_raw(data,
+dtype)`` then reshape to ``shape``. ``png`` holds 8- and 16-bit integers: ``uint8`` and
+``uint16`` as they are, ``int8`` and ``int16`` bit for bit in ``uint8``/``uint16`` PNGs (parse
+with ``tf.io.decode_png(..., dtype=tf.uint16)`` then ``tf.bitcast`` to the recorded dtype); other
+dtypes are refused with an error that points to ``array``. TensorFlow decodes ``png``, ``array``
+and ``bytes`` of PNG/JPEG/BMP in-graph; ``bytes`` of GeoTIFF need GDAL (`decode_example`).
+
+Schema ``legacy`` writes the keys of the scripts tfchips replaces: ``image/image_data`` and
+``target/target_data`` (one bytes element when each side is encoded bytes or a uint8 array in C
+order (H, W, C); otherwise both as float32 ``FloatList``), ``image/height``, ``image/width``,
+``image/channels``, ``target/height``, ``target/width`` (int64) and ``identifier`` (bytes: the
+tile key in ``:`` form, or the chip name). Its limits: no dtype (readers must know it from
+dataset.json), no CRS or transform (predictions cannot be georeferenced from the record alone),
+float32 loses integers above 2**24 (16 777 216) and doubles' precision, at most 4 bands for
+``png`` (one PNG per record), and an encoded image cannot pair with a non-uint8 array label.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+from affine import Affine
+
+from tfchips.chips import ChipGeoreference, chip_key
+from tfchips.errors import ChipError, RecordError
+from tfchips.records.codecs import EncodedRaster, decode_payload, png_channels
+from tfchips.records.example import Chunks, bytes_feature, float_feature, int64_feature, serialize_example
+
+SCHEMAS = ("tfchips", "legacy")
+SCHEMA_VERSION = 1
+_LEGACY_SIDES = {"image": "image/image_data", "label": "target/target_data"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChipExample:
+    """A record read back: pixels as (rows, cols, bands) arrays and where they lie.
+
+    ``crs`` and ``transform`` are None for legacy records, which do not carry them.
+    """
+
+    name: str
+    key: str | None
+    crs: str | None
+    transform: Affine | None
+    image: np.ndarray
+    label: np.ndarray
+    image_band_names: tuple[str, ...]
+    label_band_names: tuple[str, ...]
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+@dataclass(frozen=True, slots=True)
+class RasterSpec:
+    """What every image (or label) of a dataset shares; dataset.json's ``image`` / ``label``.
+
+    ``shape`` is (rows, cols, bands) with None where chips differ; ``format`` is None
+    where they mix formats; ``parts`` gives the bands held by each ``data`` element.
+    """
+
+    encoding: str
+    format: str | None
+    shape: tuple[int | None, int | None, int]
+    dtype: str
+    band_names: tuple[str, ...]
+    nodata: float | None
+    parts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, raster: EncodedRaster, band_names: tuple[str, ...], nodata: float | None) -> RasterSpec:
+        parts = png_channels(raster.shape[2]) if raster.encoding == "png" else (raster.shape[2],)
+        return cls(raster.encoding, raster.format, raster.shape, raster.dtype, band_names, nodata, parts)
+
+    def as_json(self) -> dict:
+        """dataset.json form; a NaN nodata is written as the string ``"nan"``."""
+        nodata = "nan" if self.nodata is not None and math.isnan(self.nodata) else self.nodata
+        return {
+            "encoding": self.encoding,
+            "format": self.format,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "band_names": list(self.band_names),
+            "nodata": nodata,
+            "parts": list(self.parts),
+        }
+
+    def combine(self, other: RasterSpec, where: str) -> RasterSpec:
+        """The spec shared by both; `ChipError` naming ``where`` if the bands or dtype differ."""
+        if (other.dtype, other.band_names) != (self.dtype, self.band_names):
+            raise ChipError(
+                f"{where}: {other.dtype} bands {list(other.band_names)} where earlier chips have "
+                f"{self.dtype} bands {list(self.band_names)}"
+            )
+        return RasterSpec(
+            self.encoding,
+            self.format if self.format == other.format else None,
+            tuple(a if a == b else None for a, b in zip(self.shape, other.shape)),
+            self.dtype,
+            self.band_names,
+            self.nodata if _same(self.nodata, other.nodata) else None,
+            self.parts,
+        )
+
+
+def _side(prefix: str, raster: EncodedRaster, band_names: tuple[str, ...]) -> dict[str, Chunks]:
+    return {
+        f"{prefix}/encoding": bytes_feature([raster.encoding.encode()]),
+        f"{prefix}/format": bytes_feature([raster.format.encode()]),
+        f"{prefix}/data": bytes_feature(raster.data),
+        f"{prefix}/shape": int64_feature(raster.shape),
+        f"{prefix}/dtype": bytes_feature([raster.dtype.encode()]),
+        f"{prefix}/band_names": bytes_feature([n.encode("utf-8") for n in band_names]),
+    }
+
+
+def build_record(
+    name: str,
+    key: str | None,
+    georeference: ChipGeoreference,
+    image: EncodedRaster,
+    label: EncodedRaster,
+    label_band_names: tuple[str, ...],
+) -> bytes:
+    """Serialized ``tfchips`` record of an encoded image and label chip."""
+    return serialize_example(
+        {
+            "name": bytes_feature([name.encode("utf-8")]),
+            "key": bytes_feature([(key or "").encode()]),
+            "crs": bytes_feature([(georeference.crs or "").encode("utf-8")]),
+            "transform": bytes_feature([struct.pack("<6d", *georeference.transform.to_gdal())]),
+            **_side("image", image, georeference.band_names),
+            **_side("label", label, label_band_names),
+        }
+    )
+
+
+def legacy_payload(image: EncodedRaster | RasterSpec, label: EncodedRaster | RasterSpec) -> str:
+    """``bytes`` or ``float``: how the legacy schema stores this image and label."""
+    sides = {"images": image, "labels": label}
+    if all(side.encoding != "array" or side.dtype == "uint8" for side in sides.values()):
+        return "bytes"
+    if all(side.encoding == "array" for side in sides.values()):
+        return "float"
+    encoded = next(name for name, side in sides.items() if side.encoding != "array")
+    array = next(name for name, side in sides.items() if side.encoding == "array")
+    raise RecordError(
+        f"the legacy schema cannot pair encoded {sides[encoded].encoding} {encoded} with {sides[array].dtype} "
+        f"array {array} (it stores both as bytes or both as floats); use --encoding array for both, "
+        "or the tfchips schema"
+    )
+
+
+def build_legacy_record(name: str, key: str | None, image: EncodedRaster, label: EncodedRaster) -> bytes:
+    """Serialized ``legacy`` record (see the module docstring for its limits)."""
+    sides = {"image": image, "label": label}
+    for raster in sides.values():
+        if len(raster.data) > 1:
+            raise RecordError(
+                f"{name}: the legacy schema holds one PNG, not {raster.shape[2]} bands; use --encoding array"
+            )
+    if legacy_payload(image, label) == "bytes":
+        payloads = {side: bytes_feature(raster.data) for side, raster in sides.items()}
+    else:
+        payloads = {
+            side: float_feature(decode_payload("array", r.data, r.shape, r.dtype).ravel()) for side, r in sides.items()
+        }
+    return serialize_example(
+        {
+            _LEGACY_SIDES["image"]: payloads["image"],
+            _LEGACY_SIDES["label"]: payloads["label"],
+            "image/height": int64_feature([image.shape[0]]),
+            "image/width": int64_feature([image.shape[1]]),
+            "image/channels": int64_feature([image.shape[2]]),
+            "target/height": int64_feature([label.shape[0]]),
+            "target/width": int64_feature([label.shape[1]]),
+            "identifier": bytes_feature([(key or name).encode("utf-8")]),
+        }
+    )
+
+
+def _texts(feature) -> list[str]:
+    return [v.decode("utf-8") for v in feature.bytes_list.value]
+
+
+def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExample:
+    """Read a record back into pixels, the inverse of `build_record` / `build_legacy_record`.
+
+    ``dataset`` (the parsed dataset.json) is needed for legacy records only, which
+    do not say their encoding or dtype. Runs eagerly (numpy); in-graph parsing
+    uses `feature_spec`.
+    """
+    import tensorflow as tf
+
+    features = tf.train.Example.FromString(serialized).features.feature
+    if "identifier" in features:
+        return _decode_legacy(features, dataset)
+    try:
+        rasters = {}
+        for side in ("image", "label"):
+            rasters[side] = decode_payload(
+                features[f"{side}/encoding"].bytes_list.value[0].decode(),
+                tuple(features[f"{side}/data"].bytes_list.value),
+                tuple(features[f"{side}/shape"].int64_list.value),
+                features[f"{side}/dtype"].bytes_list.value[0].decode(),
+            )
+        crs = features["crs"].bytes_list.value[0].decode("utf-8")
+        return ChipExample(
+            name=features["name"].bytes_list.value[0].decode("utf-8"),
+            key=features["key"].bytes_list.value[0].decode() or None,
+            crs=crs or None,
+            transform=Affine.from_gdal(*struct.unpack("<6d", features["transform"].bytes_list.value[0])),
+            image=rasters["image"],
+            label=rasters["label"],
+            image_band_names=tuple(_texts(features["image/band_names"])),
+            label_band_names=tuple(_texts(features["label/band_names"])),
+        )
+    except (IndexError, KeyError, struct.error) as error:
+        raise RecordError(f"not a tfchips record: missing or malformed feature ({error})") from None
+
+
+def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
+    if dataset is None:
+        raise RecordError("legacy records do not say their encoding or dtype: pass the dataset.json content")
+    sides = {}
+    for side, prefix in (("image", "image"), ("label", "target")):
+        spec = dataset[side]
+        value = features[_LEGACY_SIDES[side]]
+        shape = (
+            features[f"{prefix}/height"].int64_list.value[0],
+            features[f"{prefix}/width"].int64_list.value[0],
+            features["image/channels"].int64_list.value[0] if side == "image" else spec["shape"][2],
+        )
+        if value.HasField("float_list"):
+            sides[side] = np.asarray(value.float_list.value, dtype=np.float32).reshape(shape)
+        else:
+            sides[side] = decode_payload(spec["encoding"], tuple(value.bytes_list.value), shape, spec["dtype"])
+    identifier = features["identifier"].bytes_list.value[0].decode("utf-8")
+    key = chip_key(identifier.replace(":", "#"))
+    return ChipExample(
+        name=identifier.replace(":", "#") if key else identifier,
+        key=key,
+        crs=None,
+        transform=None,
+        image=sides["image"],
+        label=sides["label"],
+        image_band_names=tuple(dataset["image"]["band_names"]),
+        label_band_names=tuple(dataset["label"]["band_names"]),
+    )
+
+
+def feature_table(schema: str, image: RasterSpec, label: RasterSpec) -> dict[str, dict]:
+    """dataset.json's ``features``: key -> {"type": bytes|int64|float, "shape": [] | [n] | None}.
+
+    ``[]`` is one value, ``[n]`` exactly n values, None a variable number.
+    """
+
+    def fixed(kind: str, *length: int) -> dict:
+        return {"type": kind, "shape": list(length)}
+
+    if schema == "legacy":
+        payload = legacy_payload(image, label)
+        table = {"identifier": fixed("bytes")}
+        for spec, key, prefix in ((image, "image/image_data", "image"), (label, "target/target_data", "target")):
+            if payload == "bytes":
+                table[key] = fixed("bytes")
+            else:
+                known = None not in spec.shape
+                table[key] = fixed("float", math.prod(spec.shape)) if known else {"type": "float", "shape": None}
+            table[f"{prefix}/height"] = fixed("int64")
+            table[f"{prefix}/width"] = fixed("int64")
+        table["image/channels"] = fixed("int64")
+        return table
+    table = {name: fixed("bytes") for name in ("name", "key", "crs", "transform")}
+    for prefix, spec in (("image", image), ("label", label)):
+        for field in ("encoding", "format", "dtype"):
+            table[f"{prefix}/{field}"] = fixed("bytes")
+        table[f"{prefix}/data"] = fixed("bytes", len(spec.parts))
+        table[f"{prefix}/shape"] = fixed("int64", 3)
+        table[f"{prefix}/band_names"] = fixed("bytes", spec.shape[2])
+    return table
+
+
+def feature_spec(dataset: Mapping) -> dict:
+    """``tf.io.parse_example`` features from a dataset.json's ``features`` table."""
+    import tensorflow as tf
+
+    kinds = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+    return {
+        key: tf.io.VarLenFeature(kinds[f["type"]])
+        if f["shape"] is None
+        else tf.io.FixedLenFeature(f["shape"], kinds[f["type"]])
+        for key, f in dataset["features"].items()
+    }

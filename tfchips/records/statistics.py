@@ -1,0 +1,120 @@
+"""Band statistics and class counts, per chip and merged over a dataset.
+
+Per-chip moments are merged with Chan's pairwise formula in record order, so the
+totals are the same bits whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class BandMoments:
+    """Count, mean, sum of squared deviations, min and max of one band's valid pixels."""
+
+    count: int
+    mean: float
+    m2: float
+    minimum: float
+    maximum: float
+
+    def merge(self, other: BandMoments) -> BandMoments:
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        return BandMoments(
+            count,
+            self.mean + delta * other.count / count,
+            self.m2 + other.m2 + delta * delta * self.count * other.count / count,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChipStatistics:
+    """Moments per image band and pixel count per label class value."""
+
+    bands: tuple[BandMoments, ...]
+    class_counts: tuple[tuple[str, int], ...]
+
+    def merge(self, other: ChipStatistics) -> ChipStatistics:
+        counts = dict(self.class_counts)
+        for value, count in other.class_counts:
+            counts[value] = counts.get(value, 0) + count
+        return ChipStatistics(
+            tuple(a.merge(b) for a, b in zip(self.bands, other.bands)),
+            tuple(sorted(counts.items(), key=lambda item: _class_order(item[0]))),
+        )
+
+
+def _class_order(value: str) -> tuple[float, str]:
+    try:
+        return (float(value), value)
+    except ValueError:
+        return (math.inf, value)
+
+
+def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    keep = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
+    if nodata is not None and not math.isnan(nodata):
+        keep &= values != nodata
+    return values[keep]
+
+
+def _moments(values: np.ndarray) -> BandMoments:
+    if values.size == 0:
+        return BandMoments(0, 0.0, 0.0, math.inf, -math.inf)
+    as_float = values.astype(np.float64)
+    mean = float(as_float.mean())
+    return BandMoments(
+        int(values.size), mean, float(np.square(as_float - mean).sum()), float(values.min()), float(values.max())
+    )
+
+
+def _class_label(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def chip_statistics(
+    image: np.ndarray, image_nodata: float | None, label: np.ndarray, label_nodata: float | None
+) -> ChipStatistics:
+    """Statistics of one chip pair, (rows, cols, bands) arrays; nodata and NaN pixels are left out."""
+    bands = tuple(_moments(_valid(image[:, :, b], image_nodata)) for b in range(image.shape[2]))
+    classes = _valid(label.ravel(), label_nodata)
+    if classes.dtype.kind == "u" and classes.dtype.itemsize <= 2:
+        frequencies = np.bincount(classes)
+        values = np.flatnonzero(frequencies)
+        counts = frequencies[values]
+    else:
+        values, counts = np.unique(classes, return_counts=True)
+    return ChipStatistics(bands, tuple((_class_label(v), int(c)) for v, c in zip(values, counts)))
+
+
+def statistics_json(statistics: ChipStatistics, band_names: tuple[str, ...]) -> dict:
+    """The manifest's ``{"bands": [...], "class_counts": {...}}`` form (population std)."""
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {
+        "bands": [
+            {
+                "name": name,
+                "mean": finite(m.mean) if m.count else None,
+                "std": math.sqrt(m.m2 / m.count) if m.count else None,
+                "min": finite(m.minimum),
+                "max": finite(m.maximum),
+                "count": m.count,
+            }
+            for name, m in zip(band_names, statistics.bands)
+        ],
+        "class_counts": dict(statistics.class_counts),
+    }

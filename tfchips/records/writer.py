@@ -1,0 +1,489 @@
+"""Chip folder to sharded TFRecords and their dataset.json, on one machine.
+
+The writer is a parallel, ordered map of `encode_chip_pair` over the chips in
+`plan_shards` order, followed by sequential writes, one shard at a time: the
+shards' bytes depend on the chips and options only, not on ``workers``. At most
+a few batches of records are in memory at once, whatever the folder's size.
+
+dataset.json, beside the shards::
+
+    {"schema": "tfchips" | "legacy", "schema_version": 1, "tfchips_version": "0.1.0",
+     "compression": "none" | "gzip" | "zlib",
+     "image": {"encoding", "format", "shape": [rows, cols, bands], "dtype", "band_names",
+               "nodata", "parts": [bands held by each data element]},
+     "label": {... the same for labels ...},
+     "features": {key: {"type": "bytes" | "int64" | "float", "shape": [] | [n] | null}},
+     "class_names": {"0": "background", ...} | null,
+     "statistics": {"bands": [{"name", "mean", "std", "min", "max"}], "class_counts": {..}} | null,
+     "statistics_source": "manifest" | "computed" | null,
+     "split": {"fractions": {"train": 0.8, ...}, "by": "tile" | "block:K", "seed": 0},
+     "splits": {"train": {"records": n, "shards": [{"file", "records", "sha256"}]}},
+     "skipped": [{"name", "reason"}]}
+
+``shape`` entries and ``format`` are null where chips differ; ``nodata`` is a number, null,
+or ``"nan"``. Shards are ``<split>-00000-of-00016.tfrecord`` (``.gz`` for gzip, ``.zz`` for
+zlib); without ``--split`` the one split is named ``data``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import errno
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping
+
+from tfchips import __version__, storage
+from tfchips.chips import ChipPair, find_chip_pairs, read_manifest
+from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
+from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
+from tfchips.records.plan import (
+    DEFAULT_SPLIT,
+    assign_splits,
+    check_splits,
+    parse_split_by,
+    plan_shards,
+    shards_for_size,
+)
+from tfchips.records.schema import SCHEMA_VERSION, RasterSpec, feature_table, legacy_payload
+from tfchips.records.statistics import statistics_json
+
+DATASET_JSON = "dataset.json"
+COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zlib": ("ZLIB", ".tfrecord.zz")}
+_SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
+# Chip pairs per task sent to a worker, and tasks in flight per worker: enough to
+# keep every worker busy, few enough that memory does not grow with the folder.
+_BATCH = 8
+_TASKS_PER_WORKER = 2
+_SIZE_SAMPLE = 8
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """Options of `write_tfrecords` (see ``tfchips to-tfrecords --help``).
+
+    ``shards`` is a count per split; ``shard_size_mb`` instead aims at that many MB
+    (10**6 bytes, uncompressed) per shard. ``statistics`` puts band statistics and
+    class counts in dataset.json: from the chip manifest when it has them,
+    otherwise computed, which decodes every chip. ``workers`` are threads, or
+    with ``processes`` (GDAL decoding only) processes, which scale further on
+    many cores at the cost of copying every record between processes.
+    """
+
+    records: RecordOptions = field(default_factory=RecordOptions)
+    shards: int | None = None
+    shard_size_mb: float | None = None
+    compression: str = "none"
+    workers: int = 1
+    processes: bool = False
+    splits: Mapping[str, float] = field(default_factory=lambda: {DEFAULT_SPLIT: 1.0})
+    split_by: str = "tile"
+    seed: int = 0
+    statistics: bool = True
+    skip_bad: bool = False
+    overwrite: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(f"unknown compression {self.compression!r}; expected one of {', '.join(COMPRESSIONS)}")
+        if self.shards is not None and self.shard_size_mb is not None:
+            raise ConfigError("give --shards or --shard-size, not both")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        check_splits(self.splits)
+        parse_split_by(self.split_by)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """A finished shard: file name, record count, SHA-256 of its bytes."""
+
+    file: str
+    records: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class BadChip:
+    """A chip that could not be turned into a record, and why."""
+
+    name: str
+    reason: str
+
+
+def shard_file_name(split: str, index: int, count: int, compression: str = "none") -> str:
+    """``train-00003-of-00016.tfrecord.gz`` style name of shard ``index`` of ``count``."""
+    return f"{split}-{index:05d}-of-{count:05d}{COMPRESSIONS[compression][1]}"
+
+
+def _encode_or_bad(pair: ChipPair, options: RecordOptions) -> EncodedChip | BadChip:
+    # A bad chip is reported (or skipped); options that do not suit the chips
+    # (RecordError: float pixels as PNG, TIFF for --decoder tf) stop the job.
+    try:
+        return encode_chip_pair(pair, options)
+    except ChipError as error:
+        return BadChip(pair.name, str(error))
+
+
+def _map_batch(function: Callable, batch: list) -> list:
+    return [function(item) for item in batch]
+
+
+def _worker_init() -> None:
+    # One GDAL environment per worker thread or process, not one per opened chip.
+    import rasterio
+
+    rasterio.Env().__enter__()
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, processes: bool = False) -> Iterator[concurrent.futures.Executor | None]:
+    """A pool of ``workers`` threads (or processes) for `ordered_map`; None for one worker.
+
+    Threads are the default: GDAL and TensorFlow decode with the GIL released, and
+    records need not be copied between processes. Processes are forked, which
+    starts them in milliseconds, unless this process has loaded TensorFlow:
+    forking its threads is unsafe, so they are spawned (and the main script must
+    then be import-safe). The pool starts before the writer loads TensorFlow.
+    """
+    if workers == 1:
+        import rasterio
+
+        with rasterio.Env():
+            yield None
+        return
+    if not processes:
+        executor = concurrent.futures.ThreadPoolExecutor(workers, initializer=_worker_init)
+    else:
+        method = "spawn" if "tensorflow" in sys.modules else "fork"
+        executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
+        )
+        executor.submit(int).result()  # forks every worker now, while no TensorFlow thread exists
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def ordered_map(
+    function: Callable, items: Iterable, executor: concurrent.futures.Executor | None = None, in_flight: int = 4
+) -> Iterator:
+    """``map(function, items)`` on ``executor`` (in this process if None): in order, memory bounded.
+
+    Items go to the workers in batches of a few; at most ``in_flight`` batches are
+    submitted and not yet consumed, so results never pile up in memory.
+    """
+    if executor is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == _BATCH:
+            pending.append(executor.submit(_map_batch, function, batch))
+            batch = []
+            if len(pending) >= in_flight:
+                yield from pending.popleft().result()
+    if batch:
+        pending.append(executor.submit(_map_batch, function, batch))
+    while pending:
+        yield from pending.popleft().result()
+
+
+def _job_options(options: WriterOptions, manifest_statistics: dict | None) -> tuple[RecordOptions, bool]:
+    """Record options with statistics and decoder settled for this folder, and whether to use processes."""
+    compute = options.statistics and manifest_statistics is None
+    records = dataclasses.replace(options.records, statistics=compute)
+    processes = options.processes and records.decodes and records.decoder != "tf"
+    if processes and records.decoder == "auto":
+        records = dataclasses.replace(records, decoder="gdal")  # no TensorFlow in worker processes
+    return records, processes
+
+
+def _shard_counts(pairs: tuple[ChipPair, ...], options: WriterOptions, records: RecordOptions) -> int | dict[str, int]:
+    """Shards per split: ``--shards``, or an estimate from a few encoded chips and file sizes."""
+    if options.shard_size_mb is None:
+        return options.shards or 1
+    sizes = {p.name: os.path.getsize(p.image_path) + os.path.getsize(p.label_path) for p in pairs}
+    step = max(1, len(pairs) // _SIZE_SAMPLE)
+    sample = [
+        r for r in map(functools.partial(_encode_or_bad, options=records), pairs[::step]) if isinstance(r, EncodedChip)
+    ]
+    ratio = sum(len(r.record) for r in sample) / max(1, sum(sizes[r.name] for r in sample))
+    splits = assign_splits(list(sizes), options.splits, parse_split_by(options.split_by), options.seed)
+    per_split = collections.Counter()
+    for name, split in splits.items():
+        per_split[split] += sizes[name] * ratio
+    return {split: shards_for_size(per_split[split], options.shard_size_mb * 1e6) for split in options.splits}
+
+
+def _check_out(out: str, overwrite: bool) -> list[str]:
+    """Files of an earlier run in ``out``, to be replaced when the new shards are published.
+
+    A complete dataset (one with dataset.json, which a run writes last) is refused
+    unless ``overwrite``. Shards without a dataset.json are what a run killed while
+    publishing left behind: they are replaced, like the temporary shards of a run
+    killed earlier, which are removed now.
+    """
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise OutputError(error.errno, error.strerror, out) from None
+    storage.remove_partial_files(out)
+    old = sorted(os.path.join(out, n) for n in os.listdir(out) if _SHARD_FILE.match(n) or n == DATASET_JSON)
+    if os.path.join(out, DATASET_JSON) in old and not overwrite:
+        raise ConfigError(f"{out} already holds TFRecords ({DATASET_JSON}); pass --overwrite to replace them")
+    return old
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_dataset_json(out: str | os.PathLike, description: Mapping) -> str:
+    """Write ``description`` as ``out/dataset.json`` at once (local folder or URL); returns its path."""
+    path = storage.join(os.fspath(out), DATASET_JSON)
+    storage.publish(path, (json.dumps(description, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def dataset_description(
+    options: WriterOptions,
+    image: RasterSpec,
+    label: RasterSpec,
+    splits: Mapping[str, list[ShardInfo]],
+    class_names: Mapping[str, str] | None = None,
+    statistics: dict | None = None,
+    statistics_source: str | None = None,
+    skipped: Iterable[BadChip] = (),
+) -> dict:
+    """dataset.json content (see the module docstring) from per-shard counts and hashes."""
+    schema = options.records.schema
+    description = {
+        "schema": schema,
+        "schema_version": SCHEMA_VERSION,
+        "tfchips_version": __version__,
+        "compression": options.compression,
+        "image": image.as_json(),
+        "label": label.as_json(),
+        "features": feature_table(schema, image, label),
+        "class_names": dict(class_names) if class_names else None,
+        "statistics": statistics,
+        "statistics_source": statistics_source if statistics else None,
+        "split": {"fractions": dict(options.splits), "by": options.split_by, "seed": options.seed},
+        "splits": {
+            split: {"records": sum(s.records for s in shards), "shards": [dataclasses.asdict(s) for s in shards]}
+            for split, shards in splits.items()
+        },
+        "skipped": [dataclasses.asdict(bad) for bad in skipped],
+    }
+    if schema == "legacy":
+        description["legacy_payload"] = legacy_payload(image, label)
+    return description
+
+
+class _ShardWriter:
+    """Writes shards under temporary names; `publish` renames them all at the end."""
+
+    def __init__(self, out: str, compression: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._out = out
+        self._options = tf.io.TFRecordOptions(compression_type=COMPRESSIONS[compression][0])
+        self._writer = None
+        self._path = ""
+        self._hasher = concurrent.futures.ThreadPoolExecutor(1)
+        self.temporary: list[tuple[str, str]] = []  # (temporary path, final path)
+
+    def open(self, name: str) -> None:
+        final = os.path.join(self._out, name)
+        self._path = os.path.join(self._out, storage.PARTIAL_PREFIX + name)
+        self.temporary.append((self._path, final))
+        with self._failures():
+            self._writer = self._tf.io.TFRecordWriter(self._path, self._options)
+
+    def write(self, record: bytes) -> None:
+        with self._failures():
+            self._writer.write(record)
+
+    def close(self) -> concurrent.futures.Future:
+        """Close the current shard; returns the future of its SHA-256.
+
+        Hashing runs on a thread of its own (hashlib releases the GIL) while the
+        next shard is written.
+        """
+        with self._failures():
+            self._writer.close()
+        self._writer = None
+        return self._hasher.submit(_sha256, self._path)
+
+    @contextlib.contextmanager
+    def _failures(self):
+        try:
+            yield
+        except self._tf.errors.OpError as error:  # a full disk, a read-only folder
+            raise OutputError(errno.EIO, error.message, self._path) from None
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._hasher.shutdown(wait=True, cancel_futures=True)
+        for temporary, _ in self.temporary:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    def publish(self, stale: Iterable[str]) -> None:
+        """Rename the new shards into place; ``stale`` files (an older dataset) go first."""
+        self._hasher.shutdown(wait=True)
+        finals = {final for _, final in self.temporary}
+        for path in sorted(stale, key=lambda p: os.path.basename(p) != DATASET_JSON):
+            if path not in finals:
+                os.remove(path)
+        for temporary, final in self.temporary:
+            os.replace(temporary, final)
+
+
+def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: WriterOptions = WriterOptions()) -> dict:
+    """Translate a chip folder into sharded TFRecords plus ``out/dataset.json``; returns its content.
+
+    Unpaired chips, and chips that cannot be read or encoded, raise `ChipError`
+    naming them before any shard is published, unless ``options.skip_bad``, which
+    leaves them out and lists them under ``skipped``.
+    """
+    chips, out = os.fspath(chips), os.fspath(out)
+    folder = find_chip_pairs(chips)
+    skipped = [
+        BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
+        for path in folder.unpaired
+    ]
+    if skipped and not options.skip_bad:
+        names = ", ".join(bad.name for bad in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
+    if not folder.pairs:
+        raise ChipError(f"{chips}: no image has a label of the same name")
+    manifest = read_manifest(chips)
+    records, processes = _job_options(options, manifest.statistics)
+    plan = plan_shards(
+        [p.name for p in folder.pairs],
+        _shard_counts(folder.pairs, options, records),
+        options.splits,
+        parse_split_by(options.split_by),
+        options.seed,
+    )
+    stale = _check_out(out, options.overwrite)
+    by_name = {p.name: p for p in folder.pairs}
+    ordered = [by_name[name] for split in plan.shards for name in plan.split_names(split)]
+    encode = functools.partial(_encode_or_bad, options=records)
+    with worker_pool(options.workers, processes) as executor:
+        results = ordered_map(encode, ordered, executor, _TASKS_PER_WORKER * options.workers)
+        written = _write_shards(plan, results, _ShardWriter(out, options.compression), options, skipped, stale)
+    image, label, splits, statistics = written
+    if statistics is not None:
+        stats, source = statistics_json(statistics, image.band_names), "computed"
+    elif options.statistics:
+        stats, source = manifest.statistics, "manifest"
+    else:
+        stats, source = None, None
+    description = dataset_description(options, image, label, splits, manifest.class_names, stats, source, skipped)
+    write_dataset_json(out, description)
+    return description
+
+
+def _combined(spec: RasterSpec | None, other: RasterSpec, name: str) -> RasterSpec:
+    return other if spec is None or spec == other else spec.combine(other, name)
+
+
+def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: WriterOptions, skipped: list, stale: list):
+    """Write the records of ``results`` (in plan order) shard by shard; publish them all at the end.
+
+    Returns the image and label specs, the shards of each split and the merged
+    statistics; bad chips raise `ChipError` or, with ``skip_bad``, join ``skipped``.
+    """
+    from tqdm import tqdm
+
+    image = label = statistics = None
+    shards_written: list[tuple[str, str, int, concurrent.futures.Future]] = []  # split, file, records, hash
+    published = False
+    total = sum(len(names) for shards in plan.shards.values() for names in shards)
+    try:
+        with tqdm(total=total, unit="chip", desc="to-tfrecords", disable=not options.progress) as progress:
+            for split, shards in plan.shards.items():
+                for index, names in enumerate(shards):
+                    name = shard_file_name(split, index, len(shards), options.compression)
+                    writer.open(name)
+                    count = 0
+                    for _ in names:
+                        result = next(results)
+                        progress.update()
+                        if isinstance(result, EncodedChip):
+                            try:
+                                image = _combined(image, result.image, result.name)
+                                label = _combined(label, result.label, result.name)
+                            except ChipError as error:
+                                result = BadChip(result.name, str(error))
+                        if isinstance(result, BadChip):
+                            if not options.skip_bad:
+                                raise ChipError(f"{result.reason} (--skip-bad leaves bad chips out)")
+                            skipped.append(result)
+                            continue
+                        writer.write(result.record)
+                        count += 1
+                        if result.statistics is not None:
+                            statistics = (
+                                result.statistics if statistics is None else statistics.merge(result.statistics)
+                            )
+                    shards_written.append((split, name, count, writer.close()))
+        if image is None:
+            raise ChipError("every chip is bad; nothing to write")
+        splits: dict[str, list[ShardInfo]] = {split: [] for split in plan.shards}
+        for split, name, count, digest in shards_written:
+            splits[split].append(ShardInfo(name, count, digest.result()))
+        writer.publish(stale)
+        published = True
+    finally:
+        if not published:
+            writer.discard()
+    return image, label, splits, statistics
+
+
+def read_dataset_json(out: str | os.PathLike) -> dict:
+    """The dataset.json of a TFRecord folder, checked to be one this version can read."""
+    path = os.path.join(os.fspath(out), DATASET_JSON)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            description = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise RecordError(f"{path}: cannot read dataset description ({error})") from None
+    if description.get("schema_version") != SCHEMA_VERSION or description.get("schema") not in ("tfchips", "legacy"):
+        raise RecordError(
+            f"{path}: schema {description.get('schema')!r} version {description.get('schema_version')!r} "
+            f"is not one tfchips {__version__} reads"
+        )
+    return description
+
+
+def shard_paths(out: str | os.PathLike, split: str | None = None) -> list[str]:
+    """Paths of the shards of one split (or all), from dataset.json, in shard order."""
+    description = read_dataset_json(out)
+    splits = description["splits"] if split is None else {split: description["splits"].get(split)}
+    if None in splits.values():
+        raise RecordError(f"{out}: no split {split!r}; it has {', '.join(description['splits'])}")
+    return [os.path.join(os.fspath(out), s["file"]) for info in splits.values() for s in info["shards"]]
