@@ -1,0 +1,29 @@
+"""``tfchips report``: one self-contained HTML page about a chip folder or TFRecords."""
+
+from __future__ import annotations
+
+import click
+
+from tfchips.cli.preview import preview_options
+
+
+@click.command("report")
+@click.argument("path")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@preview_options
+def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int) -> None:
+    """Write an HTML report on the chip folder, TFRecord folder or shards (glob pattern) at PATH.
+
+    The page holds the figures of `tfchips inspect`, plots (class frequencies, band
+    histograms, valid pixels, a map of tile footprints by split) and a preview sheet;
+    it needs no server and loads nothing from elsewhere. Problems found are listed on
+    the page and on standard error; the exit code is 0 once the page is written.
+    """
+    from tfchips.report import report_dataset, write_report
+
+    html, inspection = report_dataset(path, n, bands, seed)
+    write_report(html, out)
+    for problem in inspection.problems:
+        click.echo(f"problem: {problem.path}: {problem.message}", err=True)
+    status = "verified" if inspection.verified else f"{len(inspection.problems)} problems"
+    click.echo(f"wrote {out} ({status})")
