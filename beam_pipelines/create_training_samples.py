@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tfchips import storage
 from tfchips.chipwriter import chip_pair_exists, remove_partial_files
 from tfchips.cli.create_samples import command as create_samples_command
-from tfchips.cli.create_samples import job_from_values
+from tfchips.cli.create_samples import job_from_values, recorded_options
 from tfchips.grid import Tile
 from tfchips.labels import load_ground_truth
 from tfchips.samples import JobSummary, SampleJob, make_sample, resumed_sample, write_job_metadata
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     tiles, job = job_from_values(values)
     remove_partial_files(job.out)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        build(pipeline, tiles, job, {k: v for k, v in values.items() if v is not None})
+        build(pipeline, tiles, job, recorded_options({k: v for k, v in values.items() if v is not None}))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from tfchips import storage
 from tfchips.errors import ChipError
 from tfchips.grid import Tile, key_to_filename
+from tfchips.sources.base import first_line
 
 IMAGES, LABELS = "images", "labels"
 SCENES_TAG = "TFCHIPS_SCENES"
@@ -27,8 +31,9 @@ def chip_pair_exists(out: str, key: str) -> bool:
 
 
 def remove_partial_files(out: str) -> int:
-    """Delete temporary chips left by a killed run; returns how many."""
-    return sum(storage.remove_partial_files(storage.join(out, folder)) for folder in (IMAGES, LABELS))
+    """Delete temporary chips and metadata files left by a killed run; returns how many."""
+    folders = (out, storage.join(out, IMAGES), storage.join(out, LABELS))
+    return sum(storage.remove_partial_files(folder) for folder in folders)
 
 
 def encode_geotiff(
@@ -89,17 +94,39 @@ class WrittenPair:
 
 
 def read_written_pair(out: str, key: str) -> WrittenPair:
-    """Read back a pair written by `write_chip_pair` (to resume a job)."""
+    """Read back a pair written by `write_chip_pair` (to resume a job).
+
+    Raises `ChipError` naming the file when a chip cannot be decoded or is not on
+    the grid of ``key`` (size, transform or CRS differ).
+    """
     image_path, label_path = chip_paths(out, key)
-    with MemoryFile(storage.read(image_path)) as memory, memory.open() as dataset:
+    tile = Tile.from_key(key)
+    with _open_chip(image_path, tile) as dataset:
         image = dataset.read()
         nodata = dataset.nodata
         band_names = tuple(d or f"band_{i}" for i, d in enumerate(dataset.descriptions, start=1))
         scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
-    with MemoryFile(storage.read(label_path)) as memory, memory.open() as dataset:
+    with _open_chip(label_path, tile) as dataset:
         label = dataset.read(1)
         label_nodata = None if dataset.nodata is None else int(dataset.nodata)
     return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, band_names, scenes)
+
+
+@contextlib.contextmanager
+def _open_chip(path: str, tile: Tile) -> Iterator:
+    """A chip opened from memory, checked against its tile; decoding errors become `ChipError`."""
+    try:
+        with MemoryFile(storage.read(path)) as memory, memory.open() as dataset:
+            if dataset.shape != tile.shape or not dataset.transform.almost_equals(tile.transform) or (
+                dataset.crs is None or dataset.crs.to_string() != tile.crs
+            ):
+                raise ChipError(
+                    f"{path}: {dataset.width}x{dataset.height} px at {dataset.transform.c:.1f},"
+                    f" {dataset.transform.f:.1f} in {dataset.crs} is not on the grid of tile {tile.key}"
+                )
+            yield dataset
+    except RasterioError as error:
+        raise ChipError(f"{path}: corrupt chip ({first_line(error)})") from None
 
 
 def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from tfchips.chipwriter import chip_pair_exists, read_written_pair, remove_partial_files, write_chip_pair
-from tfchips.errors import ConfigError, TfchipsError
+from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError
 from tfchips.grid import Tile, key_to_filename
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.manifest import ChipRecord, build_manifest, chip_record, write_esri_metadata, write_manifest
+from tfchips.sources.base import redact_text
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,11 @@ def make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]
     """
     try:
         return _make_sample(tile, job)
+    except OutputError:
+        raise  # a full disk or an unwritable folder stops the job, not just this tile
     except Exception as error:  # noqa: BLE001 - any error fails this tile only, with its reason
         reason = str(error) if isinstance(error, TfchipsError) else f"{type(error).__name__}: {error}"
-        return ChipRecord(tile.key, "failed", reason=reason), ()
+        return ChipRecord(tile.key, "failed", reason=redact_text(reason)), ()
 
 
 def _make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
@@ -96,8 +99,14 @@ def _make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...
 
 
 def resumed_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
-    """Record and band names of a pair an earlier run wrote, recomputed from the chips themselves."""
-    pair = read_written_pair(job.out, tile.key)
+    """Record and band names of a pair an earlier run wrote, recomputed from the chips themselves.
+
+    A pair that cannot be read back (corrupt, truncated, off its tile's grid) is made again.
+    """
+    try:
+        pair = read_written_pair(job.out, tile.key)
+    except ChipError:
+        return make_sample(tile, job)
     record = chip_record(
         tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
     )
@@ -143,8 +152,13 @@ def create_samples(
         # forkserver: workers start clean even when the caller has TensorFlow's threads running.
         context = multiprocessing.get_context("forkserver")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for record, names in pool.map(make_sample, pending, [job] * len(pending), chunksize=1):
-                collect(record, names)
+            try:
+                for record, names in pool.map(make_sample, pending, [job] * len(pending), chunksize=1):
+                    collect(record, names)
+            except BaseException:
+                # Without this the pool would finish every queued tile before the error surfaces.
+                pool.shutdown(cancel_futures=True)
+                raise
     summary = JobSummary(tuple(records), band_names)
     write_job_metadata(summary, job, parameters)
     return summary

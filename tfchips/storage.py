@@ -10,7 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 
+from tfchips.errors import OutputError
+
 PARTIAL_PREFIX = ".partial-"
+
+
+def _read_umask() -> int:
+    # Read once at import: os.umask can only be read by setting it, which races with threads.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
 
 
 def is_url(path: str) -> bool:
@@ -32,7 +44,11 @@ def exists(path: str) -> bool:
 
 
 def publish(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once: readers see the whole file or none of it."""
+    """Write ``data`` to ``path`` all at once: readers see the whole file or none of it.
+
+    A local write that fails (no space left, no permission) raises `OutputError`
+    naming ``path``, and leaves neither a temporary file nor a changed ``path``.
+    """
     if is_url(path):
         from apache_beam.io.filesystems import FileSystems
 
@@ -40,15 +56,21 @@ def publish(path: str, data: bytes) -> None:
             stream.write(data)
         return
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=folder)
+    temporary = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=folder)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        # mkstemp makes files private; published files get the usual umask permissions.
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
+    except BaseException as error:
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, OutputError):
+            # A full disk or a read-only folder stops the job: say which file could not be written.
+            raise OutputError(error.errno, error.strerror or str(error), path) from None
         raise
 
 

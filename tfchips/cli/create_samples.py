@@ -15,8 +15,13 @@ from tfchips.errors import ConfigError, OutputError
 from tfchips import storage
 from tfchips.grid import Tile, tiles_for_shape
 from tfchips.imagery import ImageryRequest
-from tfchips.labels import LabelRequest
+from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.samples import SampleJob, create_samples
+from tfchips.sources import open_source
+from tfchips.sources.base import redact_text
+
+# Latitudes (degrees) between which UTM is defined.
+UTM_SOUTH, UTM_NORTH = -80.0, 84.0
 
 
 def parse_class_names(text: str | None) -> dict[int, str]:
@@ -86,7 +91,7 @@ def command(**values) -> None:
             bar.set_postfix(counts, refresh=False)
             bar.update()
 
-        summary = create_samples(tiles, job, values, workers=values["workers"], on_record=progress)
+        summary = create_samples(tiles, job, recorded_options(values), workers=values["workers"], on_record=progress)
     for record in summary.records:
         if record.status == "failed":
             click.echo(f"failed: {record.key}: {record.reason}", err=True)
@@ -98,7 +103,8 @@ def command(**values) -> None:
 def job_from_values(values: dict) -> tuple[list[Tile], SampleJob]:
     """Tiles and job from this command's option values; saves them as OUT/config.yaml.
 
-    The Beam pipeline parses the same options and calls this too.
+    The labels are read and every catalog opened first, so that an input no tile can
+    use stops the job before anything is written. The Beam pipeline calls this too.
     """
     tiles = _tiles(values)
     job = SampleJob(
@@ -110,13 +116,27 @@ def job_from_values(values: dict) -> tuple[list[Tile], SampleJob]:
         overwrite=values["overwrite"],
         class_names=parse_class_names(values["classes"]),
     )
+    load_ground_truth(job.labels)
+    stacked = job.imagery.stack
+    for product in (job.imagery, *job.imagery.merge, *stacked, *(m for s in stacked for m in s.merge)):
+        open_source(product.catalog, product.collection)
     try:
         if not storage.is_url(job.out):
             os.makedirs(job.out, exist_ok=True)
-        save_effective_config(job.out, values)
+        save_effective_config(job.out, recorded_options(values))
     except OSError as error:
         raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
     return tiles, job
+
+
+def recorded_options(values: dict) -> dict:
+    """Option values as config.yaml and the manifest keep them: credentials in URLs masked."""
+    return {
+        name: redact_text(value) if isinstance(value, str)
+        else tuple(redact_text(v) if isinstance(v, str) else v for v in value) if isinstance(value, (tuple, list))
+        else value
+        for name, value in values.items()
+    }
 
 
 def _tiles(values: dict) -> list[Tile]:
@@ -128,4 +148,12 @@ def _tiles(values: dict) -> list[Tile]:
     if values["resolution"] is None or values["tilesize"] is None:
         raise click.UsageError("--resolution and --tilesize are needed with --aoi/--bbox")
     area = options.area_of_interest(values["aoi_path"], values["bbox"])
+    _, south, _, north = area.bounds
+    if south < UTM_SOUTH or north > UTM_NORTH:
+        # The grid goes on to the poles, but few catalogs do and tiles there are distorted.
+        click.echo(
+            f"warning: the area of interest reaches latitude {south if south < UTM_SOUTH else north:g},"
+            f" outside the UTM band ({UTM_SOUTH:g} to {UTM_NORTH:g}); its tiles are distorted",
+            err=True,
+        )
     return tiles_for_shape(area, values["resolution"], values["tilesize"], values["pad"])

@@ -8,7 +8,13 @@ warped onto the tile's CRS, transform and shape; nodata is carried as a mask.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import logging
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,17 +28,32 @@ from rasterio.windows import Window, from_bounds
 
 from tfchips.errors import RasterReadError
 from tfchips.grid import Tile
-from tfchips.sources.base import RESAMPLING, Pixels
+from tfchips.sources.base import RESAMPLING, Pixels, first_line, redact_text, redact_url
+from tfchips.sources.retry import TRANSIENT_STATUS, RetryError, RetryPolicy, with_retries
 
 # Remote COGs: never list the folder, merge neighbouring range requests.
+# Retries and timeouts come from the `RetryPolicy` of each read.
 _GDAL_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MAX_RETRY": "3",
     "VSI_CACHE": "TRUE",
 }
+# Prefixes of rasters GDAL reads over the network.
+_REMOTE = ("http://", "https://", "s3://", "gs://", "az://", "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls")
 # Source pixels kept around the tile's footprint so bilinear and cubic kernels see their neighbours.
 _KERNEL_MARGIN = 3
+
+
+class _RedactUrls(logging.Filter):
+    """Masks credentials in the URLs GDAL quotes ("HTTP error code: 500 - https://...?sig=...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), None
+        return True
+
+
+# rasterio passes GDAL's warnings and errors on to this logger.
+logging.getLogger("rasterio._env").addFilter(_RedactUrls())
 
 
 @dataclass(frozen=True)
@@ -58,18 +79,77 @@ def read_bands(refs: Sequence[BandRef], tile: Tile, resampling: str = "nearest",
         positions.setdefault(ref.href, []).append(position)
     parts: dict[str, Pixels] = {}
     prefix = f"{label}: " if label else ""
-    with rasterio.Env(**_GDAL_OPTIONS):
+    policy = RetryPolicy.from_environment()
+    with rasterio.Env(**_GDAL_OPTIONS, **policy.gdal_options()):
         for href, where in positions.items():
-            try:
-                with rasterio.open(href) as dataset:
-                    parts[href] = _read_file(dataset, [refs[p] for p in where], tile, resampling, prefix)
-            except (RasterioError, CRSError) as error:
-                raise RasterReadError(f"{prefix}cannot read {href}: {error}") from None
+            parts[href] = _read_href(href, [refs[p] for p in where], tile, resampling, prefix, policy)
     dtype = np.result_type(*(part.values.dtype for part in parts.values()))
     values = np.ma.masked_all((len(refs), *tile.shape), dtype=dtype)
     for href, where in positions.items():
         values[where] = parts[href].values
     return Pixels(values=values, nodata=parts[refs[0].href].nodata)
+
+
+def _read_href(
+    href: str, refs: Sequence[BandRef], tile: Tile, resampling: str, prefix: str, policy: RetryPolicy
+) -> Pixels:
+    """One file's bands; a remote file is read again from scratch after a failure.
+
+    GDAL already retries each HTTP request on timeouts and 5xx/429 answers, but not
+    after a truncated body, and it caches what it fetched, truncated blocks included:
+    so the whole read is retried, each time with GDAL's cache of remote files dropped.
+    """
+
+    def read() -> Pixels:
+        with rasterio.open(href) as dataset:
+            return _read_file(dataset, refs, tile, resampling, prefix)
+
+    try:
+        if not href.startswith(_REMOTE):
+            return read()
+        return with_retries(read, policy, _transient_gdal_error, _forget_remote_files, f"reading {redact_url(href)}")
+    except (RasterioError, CRSError, RetryError) as error:
+        raise RasterReadError(redact_text(f"{prefix}cannot read {href}: {first_line(error)}")) from None
+
+
+def _transient_gdal_error(error: BaseException) -> tuple[bool, float | None]:
+    """Any GDAL error on a remote file may be the network's, except an HTTP status that says "never"."""
+    if not isinstance(error, RasterioError):
+        return False, None
+    status = re.search(r"HTTP response code: (\d+)", first_line(error))
+    return (status is None or int(status.group(1)) in TRANSIENT_STATUS), None
+
+
+def _forget_remote_files() -> None:
+    """Drop GDAL's cache of /vsicurl/ (and /vsis3/, ...) files, so a retry fetches them again."""
+    for library in _gdal_libraries():
+        library.VSICurlClearCache()
+
+
+@functools.lru_cache(maxsize=1)
+def _gdal_libraries() -> tuple:
+    """The GDAL shared libraries loaded in this process, through ctypes.
+
+    rasterio does not expose ``VSICurlClearCache``. Wheels bundle their own GDAL
+    (pyogrio's may sit beside rasterio's), so on Linux every libgdal found in
+    /proc/self/maps is returned; elsewhere the one the system finds by name.
+    """
+    paths = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "/libgdal" in line})
+    except OSError:
+        pass
+    paths = paths or [ctypes.util.find_library("gdal")]
+    libraries = []
+    for path in filter(None, paths):
+        try:
+            library = ctypes.CDLL(path)
+            library.VSICurlClearCache.restype = None
+        except (OSError, AttributeError):
+            continue
+        libraries.append(library)
+    return tuple(libraries)
 
 
 def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, prefix: str) -> Pixels:

@@ -11,19 +11,30 @@ import importlib
 import math
 import os
 import urllib.parse
+import urllib.request
 from typing import Iterator, Sequence
 
 import pystac
 import shapely
 from shapely.geometry import mapping, shape
 
+from tfchips import __version__
 from tfchips.errors import CatalogError, ItemError
 from tfchips.grid import Tile
-from tfchips.sources.base import Pixels, Scene, SceneQuery, Source, as_utc, first_line, sorted_scenes
+from tfchips.sources.base import (
+    Pixels,
+    Scene,
+    SceneQuery,
+    Source,
+    as_utc,
+    first_line,
+    redact_text,
+    redact_url,
+    sorted_scenes,
+)
 from tfchips.sources.raster import BandRef, read_bands
+from tfchips.sources.retry import TRANSIENT_STATUS, RetryPolicy, TransientError, retry_after_seconds, with_retries
 
-# Seconds to wait for a STAC API: to connect, then to read a page.
-_API_TIMEOUT = (10, 60)
 # APIs whose asset URLs must be signed before reading, and the optional package that signs them.
 SIGNERS = {"planetarycomputer.microsoft.com": "planetary_computer"}
 
@@ -96,14 +107,23 @@ class StacApi(_ItemSource):
     def __init__(self, url: str, collection: str | None = None) -> None:
         import pystac_client
         from pystac_client.conformance import ConformanceClasses
+        from pystac_client.stac_api_io import StacApiIO
 
         self.name = url
         self._collection = collection
         signer = _signer(url)
+        policy = RetryPolicy.from_environment()
+        # Retries are ours (`with_retries`), so that Retry-After and truncated bodies count too.
+        stac_io = StacApiIO(timeout=policy.timeout, max_retries=None)
+        stac_io.session.hooks["response"].append(_refuse_transient_status)
         try:
-            self._client = pystac_client.Client.open(url, timeout=_API_TIMEOUT, modifier=signer)
+            self._client = with_retries(
+                lambda: pystac_client.Client.open(url, stac_io=stac_io, timeout=policy.timeout, modifier=signer),
+                policy,
+                what=f"opening {redact_url(url)}",
+            )
         except Exception as error:  # requests, APIError, STACTypeError: all mean "not usable"
-            raise CatalogError(f"{url}: cannot open the STAC API ({first_line(error)})") from None
+            raise CatalogError(redact_text(f"{url}: cannot open the STAC API ({first_line(error)})")) from None
         if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
             raise CatalogError(f"{url}: not a STAC API with item search (no /search conformance)")
         self._server_query = self._client.conforms_to(ConformanceClasses.QUERY)
@@ -117,12 +137,35 @@ class StacApi(_ItemSource):
         if query.max_cloud is not None and self._server_query:
             params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
         try:
-            items = list(self._client.search(**params).items())
+            items = with_retries(
+                lambda: list(self._client.search(**params).items()), what=f"searching {redact_url(self.name)}"
+            )
         except Exception as error:
-            raise CatalogError(f"{self.name}: search failed for tile {tile.key} ({first_line(error)})") from None
+            message = f"{self.name}: search failed for tile {tile.key} ({first_line(error)})"
+            raise CatalogError(redact_text(message)) from None
         # Filter again here: servers differ on open intervals and some ignore `query`.
         scenes = [scene_from_item(item, self.name) for item in items]
         return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
+
+
+def _refuse_transient_status(response, *args, **kwargs) -> None:
+    """A requests hook: a 429 or 5xx answer becomes a `TransientError` that keeps its Retry-After."""
+    if response.status_code in TRANSIENT_STATUS:
+        response.close()
+        raise TransientError(
+            f"HTTP {response.status_code} from {response.url}", retry_after_seconds(response.headers.get("Retry-After"))
+        )
+
+
+class _HttpStacIO(pystac.stac_io.DefaultStacIO):
+    """pystac's reader with a timeout on HTTP(S) reads; `with_retries` around it retries them."""
+
+    def read_text_from_href(self, href: str) -> str:
+        if not href.startswith(("http://", "https://")):
+            return super().read_text_from_href(href)
+        request = urllib.request.Request(href, headers={"User-Agent": f"tfchips/{__version__}", **self.headers})
+        with urllib.request.urlopen(request, timeout=RetryPolicy.from_environment().timeout) as response:
+            return response.read().decode("utf-8")
 
 
 def _signer(url: str):
@@ -174,11 +217,14 @@ def _walk(href: str) -> Iterator[pystac.Item]:
 
 def _read(href: str, error_type: type[Exception]):
     try:
+        if href.startswith(("http://", "https://")):
+            read = lambda: pystac.read_file(href, stac_io=_HttpStacIO())  # noqa: E731
+            return with_retries(read, what=f"reading {redact_url(href)}")
         return pystac.read_file(href)
     except FileNotFoundError:
         raise error_type(f"{href}: no such file") from None
     except Exception as error:  # urllib, JSON and STAC errors alike
-        raise error_type(f"{href}: cannot read STAC JSON ({first_line(error)})") from None
+        raise error_type(redact_text(f"{href}: cannot read STAC JSON ({first_line(error)})")) from None
 
 
 def _footprint(item: pystac.Item) -> shapely.Geometry:
