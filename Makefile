@@ -26,7 +26,13 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/tfchips demo-data $(DEMO_DIR)/data
 	$(BIN)/tfchips create-samples --config $(DEMO_DIR)/data/job.yaml --out $(DEMO_DIR)/chips
-	@echo "demo: chips in $(DEMO_DIR)/chips (images/, labels/, manifest.json)"
+	$(BIN)/tfchips to-tfrecords $(DEMO_DIR)/chips $(DEMO_DIR)/records --encoding array \
+		--split train=0.75,val=0.25 --shards 1 --overwrite
+	$(BIN)/tfchips preview $(DEMO_DIR)/chips --out $(DEMO_DIR)/preview.png
+	$(BIN)/tfchips report $(DEMO_DIR)/chips --out $(DEMO_DIR)/report.html
+	$(BIN)/python examples/train_unet.py $(DEMO_DIR)/records --epochs 10 --out $(DEMO_DIR)/predictions
+	@echo "demo: chips in $(DEMO_DIR)/chips, shards in $(DEMO_DIR)/records, predictions in $(DEMO_DIR)/predictions,"
+	@echo "      preview $(DEMO_DIR)/preview.png, report $(DEMO_DIR)/report.html"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

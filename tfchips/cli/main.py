@@ -14,7 +14,11 @@ from tfchips.errors import TfchipsError
 COMMANDS = {
     "create-samples": "create_samples",
     "demo-data": "demo_data",
+    "inspect": "inspect",
+    "preview": "preview",
+    "report": "report",
     "tiles": "tiles",
+    "to-tfrecords": "to_tfrecords",
 }
 
 
@@ -42,3 +46,7 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="tfchips")
 def cli() -> None:
     """Satellite imagery and vector ground truth to TensorFlow training data."""
+
+
+if __name__ == "__main__":
+    cli()
