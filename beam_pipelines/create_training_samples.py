@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfchips import storage
-from tfchips.chipwriter import chip_pair_exists, remove_partial_files
+from tfchips.chips import chip_pair_exists, remove_partial_files
 from tfchips.cli.create_samples import command as create_samples_command
 from tfchips.cli.create_samples import job_from_values, recorded_options
 from tfchips.grid import Tile

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from test_flaky_sources import FlakyServer, range_reads_of
 
 import tfchips
-from tfchips.chipwriter import chip_paths
+from tfchips.chips import chip_paths
 from tfchips.cli.main import cli
 from tfchips.demo_data import generate
 from tfchips.errors import TileKeyError

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from tfchips.chipwriter import chip_pair_exists, read_written_pair, remove_partial_files, write_chip_pair
+from tfchips.chips import chip_pair_exists, read_written_pair, remove_partial_files, write_chip_pair
 from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError
 from tfchips.grid import Tile, key_to_filename
 from tfchips.imagery import ImageryRequest, imagery_for_tile
