@@ -8,7 +8,8 @@ from tfchips.chips import chip_pair_exists, chip_paths, read_written_pair, remov
 from tfchips import storage
 from tfchips.errors import ChipError
 from tfchips.grid import Tile
-from tfchips.manifest import BandStatistics, build_manifest, chip_record, dataset_statistics, write_esri_metadata
+from tfchips.manifest import build_manifest, chip_record, dataset_statistics, write_esri_metadata
+from tfchips.statistics import empty_statistics, statistics_json
 
 TILE = Tile.from_key("32:4:10.0:13:-34:1542")
 
@@ -24,14 +25,15 @@ def chip(seed):
     return image, valid, label
 
 
-def test_band_statistics_merge_equals_numpy_over_all_values():
+def test_statistics_merge_equals_numpy_over_all_values():
     rng = np.random.default_rng(1)
-    parts = [rng.normal(100, 20, size=n) for n in (10, 1000, 0, 7)]
-    merged = BandStatistics()
+    parts = [rng.normal(100, 20, size=(n, 1, 1)) for n in (10, 1000, 1, 7)]
+    merged = empty_statistics(1)
     for part in parts:
-        merged = merged.merge(BandStatistics.of(part))
-    everything = np.concatenate(parts)
-    summary = merged.summary("x")
+        labels = np.zeros(part.shape[:2], dtype=np.uint8)
+        merged = merged.merge(chip_record("k", np.moveaxis(part, -1, 0), np.ones(part.shape[:2], bool), labels, (), 0, None).statistics)
+    everything = np.concatenate([p.ravel() for p in parts])
+    summary = statistics_json(merged, ("x",))["bands"][0]
     assert summary["count"] == everything.size
     assert summary["mean"] == pytest.approx(everything.mean(), rel=1e-12)
     assert summary["std"] == pytest.approx(everything.std(), rel=1e-9)
@@ -41,14 +43,15 @@ def test_band_statistics_merge_equals_numpy_over_all_values():
 def test_statistics_over_records_match_numpy():
     chips = [chip(seed) for seed in range(3)]
     records = [chip_record(f"k{i}", im, va, la, ("s",), 0, 255) for i, (im, va, la) in enumerate(chips)]
-    stats = dataset_statistics(records, ("b", "g", "r"), ignore_value=255)
+    stats = dataset_statistics(records, ("b", "g", "r"))
     for band in range(3):
         values = np.concatenate([im[band][va] for im, va, _ in chips]).astype(float)
         assert stats["bands"][band]["mean"] == pytest.approx(values.mean())
         assert stats["bands"][band]["std"] == pytest.approx(values.std())
         assert stats["bands"][band]["min"] == values.min()
     labels = np.concatenate([la.ravel() for _, _, la in chips])
-    assert stats["class_counts"] == {str(v): int((labels == v).sum()) for v in (0, 1, 2, 255)}
+    # The ignore value is not a class: it is left out of counts and frequencies.
+    assert stats["class_counts"] == {str(v): int((labels == v).sum()) for v in (0, 1, 2)}
     labelled = labels[labels != 255]
     assert stats["class_frequencies"]["1"] == pytest.approx((labelled == 1).mean())
     assert records[0].labelled_fraction == pytest.approx(np.isin(chips[0][2], (1, 2)).mean())

@@ -38,7 +38,7 @@ from tfchips.chips import (
 )
 from tfchips.errors import ChipError, RecordError, TfchipsError
 from tfchips.records.codecs import decode_with_gdal
-from tfchips.records.statistics import ChipStatistics, chip_statistics, statistics_json
+from tfchips.statistics import ChipStatistics, chip_statistics, statistics_json
 from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, read_dataset_json
 
 # Pixel values kept per band, a uniform random sample, for histograms and percentiles.

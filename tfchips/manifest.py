@@ -1,69 +1,22 @@
 """What a chip folder holds: per-tile records, dataset statistics, ESRI metadata.
 
-Statistics are accumulated per tile (count, sum, sum of squares, min, max over
-valid pixels) and merged, so that local jobs and Beam combiners share one code
+Statistics are `tfchips.statistics.ChipStatistics` per tile, merged over the
+job, so that local jobs, Beam combiners and the TFRecord writer share one code
 path and a resumed job can fold in tiles written by an earlier run.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from tfchips import __version__, storage
+from tfchips.statistics import ChipStatistics, chip_statistics, empty_statistics, statistics_json
 
 MANIFEST = "manifest.json"
 ESRI_FILES = ("esri_model_definition.emd", "map.txt", "stats.txt", "esri_accumulated_stats.json")
-
-
-@dataclass(frozen=True)
-class BandStatistics:
-    """Running moments of one band over valid pixels, in the band's own units."""
-
-    count: int = 0
-    total: float = 0.0
-    total_squares: float = 0.0
-    minimum: float = math.inf
-    maximum: float = -math.inf
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> BandStatistics:
-        if values.size == 0:
-            return cls()
-        as_float = values.astype(np.float64)
-        return cls(
-            count=int(values.size),
-            total=float(as_float.sum()),
-            total_squares=float(np.square(as_float).sum()),
-            minimum=float(values.min()),
-            maximum=float(values.max()),
-        )
-
-    def merge(self, other: BandStatistics) -> BandStatistics:
-        return BandStatistics(
-            self.count + other.count,
-            self.total + other.total,
-            self.total_squares + other.total_squares,
-            min(self.minimum, other.minimum),
-            max(self.maximum, other.maximum),
-        )
-
-    def summary(self, name: str) -> dict:
-        if self.count == 0:
-            return {"name": name, "count": 0, "mean": None, "std": None, "min": None, "max": None}
-        mean = self.total / self.count
-        variance = max(self.total_squares / self.count - mean * mean, 0.0)
-        return {
-            "name": name,
-            "count": self.count,
-            "mean": mean,
-            "std": math.sqrt(variance),
-            "min": self.minimum,
-            "max": self.maximum,
-        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +29,7 @@ class ChipRecord:
     scenes: tuple[str, ...] = ()
     valid_fraction: float | None = None
     labelled_fraction: float | None = None
-    bands: tuple[BandStatistics, ...] = ()
-    class_counts: dict[int, int] = field(default_factory=dict)
+    statistics: ChipStatistics | None = None
     resumed: bool = False
 
     def as_json(self) -> dict:
@@ -89,7 +41,7 @@ class ChipRecord:
                 scenes=list(self.scenes),
                 valid_fraction=self.valid_fraction,
                 labelled_fraction=self.labelled_fraction,
-                class_counts={str(k): v for k, v in sorted(self.class_counts.items())},
+                class_counts=dict(self.statistics.class_counts),
                 resumed=self.resumed,
             )
         elif self.valid_fraction is not None:
@@ -107,39 +59,40 @@ def chip_record(
     ignore_value: int | None,
     resumed: bool = False,
 ) -> ChipRecord:
-    """Statistics of a written chip pair: image (bands, rows, cols), valid and label (rows, cols)."""
-    counts = np.bincount(label.ravel(), minlength=256)
+    """Statistics of a written chip pair: image (bands, rows, cols), valid and label (rows, cols).
+
+    Band moments cover the ``valid`` pixels; class counts leave out ``ignore_value``.
+    """
     labelled = label != background
     if ignore_value is not None:
         labelled &= label != ignore_value
+    statistics = chip_statistics(
+        np.moveaxis(image, 0, -1), None, label, ignore_value, valid=valid
+    )
     return ChipRecord(
         key=key,
         status="written",
         scenes=tuple(scenes),
         valid_fraction=float(valid.mean()),
         labelled_fraction=float(labelled.mean()),
-        bands=tuple(BandStatistics.of(band[valid]) for band in image),
-        class_counts={int(v): int(counts[v]) for v in np.flatnonzero(counts)},
+        statistics=statistics,
         resumed=resumed,
     )
 
 
-def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...], ignore_value: int | None) -> dict:
-    """Per-band mean, std, min, max over valid pixels, and class pixel counts and frequencies."""
-    written = [r for r in records if r.status == "written"]
-    bands = [BandStatistics() for _ in band_names]
-    class_counts: dict[int, int] = {}
-    for record in written:
-        bands = [a.merge(b) for a, b in zip(bands, record.bands)]
-        for value, count in record.class_counts.items():
-            class_counts[value] = class_counts.get(value, 0) + count
-    labelled = {v: c for v, c in class_counts.items() if v != ignore_value}
-    total = sum(labelled.values())
-    return {
-        "bands": [stats.summary(name) for stats, name in zip(bands, band_names)],
-        "class_counts": {str(v): c for v, c in sorted(class_counts.items())},
-        "class_frequencies": {str(v): c / total for v, c in sorted(labelled.items())} if total else {},
-    }
+def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...]) -> dict:
+    """Per-band count, mean, std, min, max over valid pixels; class pixel counts and frequencies."""
+    merged = None
+    # Merging in key order makes the figures the same bits however tiles were scheduled.
+    for record in sorted(records, key=lambda r: r.key):
+        if record.status == "written":
+            merged = record.statistics if merged is None else merged.merge(record.statistics)
+    if merged is None:
+        merged = empty_statistics(len(band_names))
+    summary = statistics_json(merged, band_names)
+    total = sum(summary["class_counts"].values())
+    summary["class_frequencies"] = {v: c / total for v, c in summary["class_counts"].items()} if total else {}
+    return summary
 
 
 def build_manifest(
@@ -158,7 +111,7 @@ def build_manifest(
         "class_names": {str(k): v for k, v in sorted(class_names.items())},
         "ignore_value": ignore_value,
         "counts": counts,
-        "statistics": dataset_statistics(records, band_names, ignore_value),
+        "statistics": dataset_statistics(records, band_names),
         "tiles": [r.as_json() for r in sorted(records, key=lambda r: r.key)],
     }
 
@@ -187,7 +140,7 @@ def write_esri_metadata(out: str, manifest: dict, chip_size: int, resolution: fl
     """ESRI "Classified Tiles" metadata beside images/ and labels/ (see README for the fields)."""
     statistics = manifest["statistics"]
     class_names = {int(k): v for k, v in manifest["class_names"].items()}
-    values = sorted(int(v) for v in statistics["class_counts"] if int(v) != manifest["ignore_value"])
+    values = sorted(int(v) for v in statistics["class_counts"])
     classes = [
         {"Value": v, "Name": class_names.get(v, f"class_{v}"), "Color": list(class_colour(v))}
         for v in values

@@ -22,7 +22,7 @@ from tfchips.records.schema import (
     feature_spec,
     feature_table,
 )
-from tfchips.records.statistics import ChipStatistics, chip_statistics, statistics_json
+from tfchips.statistics import ChipStatistics, chip_statistics, statistics_json
 from tfchips.records.writer import (
     COMPRESSIONS,
     DATASET_JSON,

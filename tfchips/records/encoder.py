@@ -25,7 +25,7 @@ from tfchips.records.codecs import (
 )
 from tfchips.records.geotiff import read_geotiff_header
 from tfchips.records.schema import SCHEMAS, RasterSpec, build_legacy_record, build_record
-from tfchips.records.statistics import ChipStatistics, chip_statistics
+from tfchips.statistics import ChipStatistics, chip_statistics
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ from tfchips.records.plan import (
     shards_for_size,
 )
 from tfchips.records.schema import SCHEMA_VERSION, RasterSpec, feature_table, legacy_payload
-from tfchips.records.statistics import statistics_json
+from tfchips.statistics import statistics_json
 
 DATASET_JSON = "dataset.json"
 COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zlib": ("ZLIB", ".tfrecord.zz")}

@@ -14,7 +14,11 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class BandMoments:
-    """Count, mean, sum of squared deviations, min and max of one band's valid pixels."""
+    """Count, mean, sum of squared deviations, min and max of one band's valid pixels.
+
+    Merging with Chan's pairwise formula keeps the variance exact where sums of
+    squares of large values would cancel.
+    """
 
     count: int
     mean: float
@@ -84,10 +88,20 @@ def _class_label(value) -> str:
 
 
 def chip_statistics(
-    image: np.ndarray, image_nodata: float | None, label: np.ndarray, label_nodata: float | None
+    image: np.ndarray,
+    image_nodata: float | None,
+    label: np.ndarray,
+    label_nodata: float | None,
+    valid: np.ndarray | None = None,
 ) -> ChipStatistics:
-    """Statistics of one chip pair, (rows, cols, bands) arrays; nodata and NaN pixels are left out."""
-    bands = tuple(_moments(_valid(image[:, :, b], image_nodata)) for b in range(image.shape[2]))
+    """Statistics of one chip pair, (rows, cols, bands) arrays; nodata and NaN pixels are left out.
+
+    ``valid`` (rows, cols), when given, further restricts the image pixels counted.
+    """
+    bands = tuple(
+        _moments(_valid(image[:, :, b] if valid is None else image[:, :, b][valid], image_nodata))
+        for b in range(image.shape[2])
+    )
     classes = _valid(label.ravel(), label_nodata)
     if classes.dtype.kind == "u" and classes.dtype.itemsize <= 2:
         frequencies = np.bincount(classes)
@@ -96,6 +110,11 @@ def chip_statistics(
     else:
         values, counts = np.unique(classes, return_counts=True)
     return ChipStatistics(bands, tuple((_class_label(v), int(c)) for v, c in zip(values, counts)))
+
+
+def empty_statistics(bands: int) -> ChipStatistics:
+    """Statistics of no pixels, the identity of `ChipStatistics.merge`."""
+    return ChipStatistics(tuple(_moments(np.empty(0)) for _ in range(bands)), ())
 
 
 def statistics_json(statistics: ChipStatistics, band_names: tuple[str, ...]) -> dict:
