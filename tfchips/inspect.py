@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfchips import storage
 from tfchips.chips import (
     IMAGES_DIR,
     LABELS_DIR,
@@ -486,10 +486,7 @@ def _read_shard(shard: ShardRef) -> Iterator[bytes]:
 
 
 def _sha256(path: str) -> str | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
+    return storage.sha256(path) if os.path.isfile(path) else None
 
 
 # ---------------------------------------------------------------------------

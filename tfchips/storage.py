@@ -7,6 +7,7 @@ publish an object only when its upload completes, which gives the same guarantee
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -72,6 +73,21 @@ def publish(path: str, data: bytes) -> None:
             # A full disk or a read-only folder stops the job: say which file could not be written.
             raise OutputError(error.errno, error.strerror or str(error), path) from None
         raise
+
+
+def sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, local or URL, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    if is_url(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        opened = FileSystems.open(path)
+    else:
+        opened = open(path, "rb")
+    with opened as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read(path: str) -> bytes:

@@ -82,49 +82,37 @@ from tfchips.records.schema import SCHEMAS
 )
 @click.option("--skip-bad", is_flag=True, help="Leave unpaired and corrupt chips out, listed in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace TFRecords already in OUT.")
-def command(
-    chips,
-    out,
-    encoding,
-    label_encoding,
-    decoder,
-    schema,
-    shards,
-    shard_size_mb,
-    compression,
-    workers,
-    processes,
-    split_text,
-    split_by,
-    seed,
-    statistics,
-    skip_bad,
-    overwrite,
-) -> None:
+def command(**values) -> None:
     """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT."""
-    from tfchips.records.encoder import RecordOptions
-    from tfchips.records.writer import WriterOptions, write_tfrecords
+    from tfchips.records.writer import write_tfrecords
 
-    if (shards is None) == (shard_size_mb is None):
-        raise click.UsageError("give exactly one of --shards N and --shard-size MB")
-    options = WriterOptions(
-        records=RecordOptions(encoding, label_encoding, decoder, schema),
-        shards=shards,
-        shard_size_mb=shard_size_mb,
-        compression=compression,
-        workers=workers or os.cpu_count() or 1,
-        processes=processes,
-        splits=parse_splits(split_text),
-        split_by=split_by,
-        seed=seed,
-        statistics=statistics,
-        skip_bad=skip_bad,
-        overwrite=overwrite,
-        progress=True,
-    )
-    description = write_tfrecords(chips, out, options)
+    description = write_tfrecords(values["chips"], values["out"], writer_options(values))
     for split, info in description["splits"].items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
     for bad in description["skipped"]:
         click.echo(f"skipped {bad['name']}: {bad['reason']}", err=True)
-    click.echo(f"wrote {os.path.join(out, 'dataset.json')}")
+    click.echo(f"wrote {os.path.join(values['out'], 'dataset.json')}")
+
+
+def writer_options(values: dict):
+    """`WriterOptions` from this command's option values (the Beam pipeline parses the same)."""
+    from tfchips.records.encoder import RecordOptions
+    from tfchips.records.writer import WriterOptions
+
+    if (values["shards"] is None) == (values["shard_size_mb"] is None):
+        raise click.UsageError("give exactly one of --shards N and --shard-size MB")
+    return WriterOptions(
+        records=RecordOptions(values["encoding"], values["label_encoding"], values["decoder"], values["schema"]),
+        shards=values["shards"],
+        shard_size_mb=values["shard_size_mb"],
+        compression=values["compression"],
+        workers=values["workers"] or os.cpu_count() or 1,
+        processes=values["processes"],
+        splits=parse_splits(values["split_text"]),
+        split_by=values["split_by"],
+        seed=values["seed"],
+        statistics=values["statistics"],
+        skip_bad=values["skip_bad"],
+        overwrite=values["overwrite"],
+        progress=True,
+    )

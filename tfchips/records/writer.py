@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import hashlib
 import json
 import multiprocessing
 import os
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from tfchips import __version__, storage
-from tfchips.chips import ChipPair, find_chip_pairs, read_manifest
+from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
 from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
 from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
 from tfchips.records.plan import (
@@ -126,7 +125,8 @@ def shard_file_name(split: str, index: int, count: int, compression: str = "none
     return f"{split}-{index:05d}-of-{count:05d}{COMPRESSIONS[compression][1]}"
 
 
-def _encode_or_bad(pair: ChipPair, options: RecordOptions) -> EncodedChip | BadChip:
+def encode_or_bad(pair: ChipPair, options: RecordOptions) -> EncodedChip | BadChip:
+    """`encode_chip_pair`, with a chip that cannot be read or encoded returned as a `BadChip`."""
     # A bad chip is reported (or skipped); options that do not suit the chips
     # (RecordError: float pixels as PNG, TIFF for --decoder tf) stop the job.
     try:
@@ -202,7 +202,7 @@ def ordered_map(
         yield from pending.popleft().result()
 
 
-def _job_options(options: WriterOptions, manifest_statistics: dict | None) -> tuple[RecordOptions, bool]:
+def settled_record_options(options: WriterOptions, manifest_statistics: dict | None) -> tuple[RecordOptions, bool]:
     """Record options with statistics and decoder settled for this folder, and whether to use processes."""
     compute = options.statistics and manifest_statistics is None
     records = dataclasses.replace(options.records, statistics=compute)
@@ -212,14 +212,14 @@ def _job_options(options: WriterOptions, manifest_statistics: dict | None) -> tu
     return records, processes
 
 
-def _shard_counts(pairs: tuple[ChipPair, ...], options: WriterOptions, records: RecordOptions) -> int | dict[str, int]:
+def shard_counts(pairs: tuple[ChipPair, ...], options: WriterOptions, records: RecordOptions) -> int | dict[str, int]:
     """Shards per split: ``--shards``, or an estimate from a few encoded chips and file sizes."""
     if options.shard_size_mb is None:
         return options.shards or 1
     sizes = {p.name: os.path.getsize(p.image_path) + os.path.getsize(p.label_path) for p in pairs}
     step = max(1, len(pairs) // _SIZE_SAMPLE)
     sample = [
-        r for r in map(functools.partial(_encode_or_bad, options=records), pairs[::step]) if isinstance(r, EncodedChip)
+        r for r in map(functools.partial(encode_or_bad, options=records), pairs[::step]) if isinstance(r, EncodedChip)
     ]
     ratio = sum(len(r.record) for r in sample) / max(1, sum(sizes[r.name] for r in sample))
     splits = assign_splits(list(sizes), options.splits, parse_split_by(options.split_by), options.seed)
@@ -246,14 +246,6 @@ def _check_out(out: str, overwrite: bool) -> list[str]:
     if os.path.join(out, DATASET_JSON) in old and not overwrite:
         raise ConfigError(f"{out} already holds TFRecords ({DATASET_JSON}); pass --overwrite to replace them")
     return old
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_dataset_json(out: str | os.PathLike, description: Mapping) -> str:
@@ -332,7 +324,7 @@ class _ShardWriter:
         with self._failures():
             self._writer.close()
         self._writer = None
-        return self._hasher.submit(_sha256, self._path)
+        return self._hasher.submit(storage.sha256, self._path)
 
     @contextlib.contextmanager
     def _failures(self):
@@ -360,6 +352,36 @@ class _ShardWriter:
             os.replace(temporary, final)
 
 
+def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]]:
+    """The chip pairs of a folder, and its unpaired files as bad chips.
+
+    Unpaired files raise `ChipError` naming them unless ``skip_bad``.
+    """
+    folder = find_chip_pairs(chips)
+    skipped = [
+        BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
+        for path in folder.unpaired
+    ]
+    if skipped and not skip_bad:
+        names = ", ".join(bad.name for bad in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
+    if not folder.pairs:
+        raise ChipError(f"{chips}: no image has a label of the same name")
+    return folder, skipped
+
+
+def computed_or_manifest_statistics(
+    options: WriterOptions, statistics, band_names: tuple[str, ...], manifest_statistics: dict | None
+) -> tuple[dict | None, str | None]:
+    """dataset.json statistics and their source: computed from the chips, the manifest's, or none."""
+    if statistics is not None:
+        return statistics_json(statistics, band_names), "computed"
+    if options.statistics:
+        return manifest_statistics, "manifest"
+    return None, None
+
+
 def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: WriterOptions = WriterOptions()) -> dict:
     """Translate a chip folder into sharded TFRecords plus ``out/dataset.json``; returns its content.
 
@@ -368,22 +390,12 @@ def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: W
     leaves them out and lists them under ``skipped``.
     """
     chips, out = os.fspath(chips), os.fspath(out)
-    folder = find_chip_pairs(chips)
-    skipped = [
-        BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
-        for path in folder.unpaired
-    ]
-    if skipped and not options.skip_bad:
-        names = ", ".join(bad.name for bad in skipped[:10])
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
-    if not folder.pairs:
-        raise ChipError(f"{chips}: no image has a label of the same name")
+    folder, skipped = checked_pairs(chips, options.skip_bad)
     manifest = read_manifest(chips)
-    records, processes = _job_options(options, manifest.statistics)
+    records, processes = settled_record_options(options, manifest.statistics)
     plan = plan_shards(
         [p.name for p in folder.pairs],
-        _shard_counts(folder.pairs, options, records),
+        shard_counts(folder.pairs, options, records),
         options.splits,
         parse_split_by(options.split_by),
         options.seed,
@@ -391,23 +403,19 @@ def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: W
     stale = _check_out(out, options.overwrite)
     by_name = {p.name: p for p in folder.pairs}
     ordered = [by_name[name] for split in plan.shards for name in plan.split_names(split)]
-    encode = functools.partial(_encode_or_bad, options=records)
+    encode = functools.partial(encode_or_bad, options=records)
     with worker_pool(options.workers, processes) as executor:
         results = ordered_map(encode, ordered, executor, _TASKS_PER_WORKER * options.workers)
         written = _write_shards(plan, results, _ShardWriter(out, options.compression), options, skipped, stale)
     image, label, splits, statistics = written
-    if statistics is not None:
-        stats, source = statistics_json(statistics, image.band_names), "computed"
-    elif options.statistics:
-        stats, source = manifest.statistics, "manifest"
-    else:
-        stats, source = None, None
+    stats, source = computed_or_manifest_statistics(options, statistics, image.band_names, manifest.statistics)
     description = dataset_description(options, image, label, splits, manifest.class_names, stats, source, skipped)
     write_dataset_json(out, description)
     return description
 
 
-def _combined(spec: RasterSpec | None, other: RasterSpec, name: str) -> RasterSpec:
+def combined_spec(spec: RasterSpec | None, other: RasterSpec, name: str) -> RasterSpec:
+    """The spec of a dataset holding ``spec``'s chips and chip ``name`` of spec ``other``."""
     return other if spec is None or spec == other else spec.combine(other, name)
 
 
@@ -435,8 +443,8 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
                         progress.update()
                         if isinstance(result, EncodedChip):
                             try:
-                                image = _combined(image, result.image, result.name)
-                                label = _combined(label, result.label, result.name)
+                                image = combined_spec(image, result.image, result.name)
+                                label = combined_spec(label, result.label, result.name)
                             except ChipError as error:
                                 result = BadChip(result.name, str(error))
                         if isinstance(result, BadChip):
