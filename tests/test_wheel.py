@@ -105,3 +105,16 @@ def test_installed_wheel_imports_every_module_and_runs_the_command(environment, 
     for name in COMMANDS:
         assert f"  {name} " in output
     assert run(venv / "bin" / "tfchips", "--version", cwd=tmp_path, env=env) == f"tfchips, version {__version__}\n"
+
+
+def test_dataflow_stages_the_wheel_as_an_extra_package(wheel, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.stager import Stager
+
+    options = PipelineOptions([f"--extra_package={wheel}", f"--temp_location={tmp_path}"])
+    (tmp_path / "staging").mkdir()
+    resources = Stager.create_job_resources(options, str(tmp_path / "staging"), log_submission_env_dependencies=False)
+    # Workers pip-install what extra_packages.txt lists, from the staged copies.
+    assert len(resources) == 2
+    listed = (tmp_path / "staging" / "extra_packages.txt").read_text().split()
+    assert listed == [wheel.name]
