@@ -99,19 +99,42 @@ def describe(_, combined, shards, bad, unpaired, options: WriterOptions, class_n
 
 def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions) -> None:
     """Add the to-tfrecords steps for folder ``chips`` to ``pipeline``."""
-    if options.compression not in _BEAM_COMPRESSION:
-        raise ConfigError(f"compression {options.compression!r} is not available in the Beam pipeline; use gzip")
+    check_compression(options)
     folder, unpaired = checked_pairs(chips, options.skip_bad)
     manifest = read_manifest(chips)
     records, _ = settled_record_options(options, manifest.statistics)
     counts = shard_counts(folder.pairs, options, records)
-    split_of = assign_splits([p.name for p in folder.pairs], options.splits, parse_split_by(options.split_by), options.seed)
     encoded = (
         pipeline
         | "Chips" >> beam.Create(folder.pairs)
         | "Spread" >> beam.Reshuffle()
         | "Encode" >> beam.Map(encode, records, options.skip_bad)
     )
+    names = [p.name for p in folder.pairs]
+    write_records(encoded, names, counts, options, out, manifest.class_names, manifest.statistics, unpaired)
+
+
+def check_compression(options: WriterOptions) -> None:
+    if options.compression not in _BEAM_COMPRESSION:
+        raise ConfigError(f"compression {options.compression!r} is not available in the Beam pipeline; use gzip")
+
+
+def write_records(
+    encoded: beam.PCollection,
+    names: list[str],
+    counts: int | dict[str, int],
+    options: WriterOptions,
+    out: str,
+    class_names: dict | None,
+    manifest_statistics: dict | None,
+    unpaired: list[BadChip],
+) -> None:
+    """Shard ``encoded`` chips (EncodedChip or BadChip) by split with Beam's TFRecord sink, then dataset.json.
+
+    ``names`` are every chip name the pipeline may encode: splits are assigned from them up front.
+    """
+    pipeline = encoded.pipeline
+    split_of = assign_splits(names, options.splits, parse_split_by(options.split_by), options.seed)
     good = encoded | "Good" >> beam.Filter(lambda r: isinstance(r, EncodedChip))
     bad = encoded | "Bad" >> beam.Filter(lambda r: isinstance(r, BadChip))
     written = []
@@ -129,9 +152,7 @@ def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions)
                 compression_type=_BEAM_COMPRESSION[options.compression],
             )
         )
-    shard_infos = (
-        written | "Shards" >> beam.Flatten() | "Count" >> beam.Map(shard_info, options.compression)
-    )
+    shard_infos = written | "Shards" >> beam.Flatten() | "Count" >> beam.Map(shard_info, options.compression)
     combined = good | "Specs" >> beam.CombineGlobally(CombineDataset())
     _ = (
         pipeline
@@ -143,8 +164,8 @@ def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions)
             beam.pvalue.AsList(bad),
             unpaired,
             options,
-            manifest.class_names,
-            manifest.statistics,
+            class_names,
+            manifest_statistics,
             out,
         )
     )

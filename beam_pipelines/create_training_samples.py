@@ -1,27 +1,45 @@
-"""Beam pipeline: tiles -> imagery, labels -> chip pairs, with a dead-letter output.
+"""Beam pipeline: tiles -> imagery, labels -> chip pairs (or TFRecords), with a dead-letter output.
 
     python -m beam_pipelines.create_training_samples --config job.yaml \\
         --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-Takes every option of ``tfchips create-samples``; the rest go to Beam's PipelineOptions.
+Takes every option of ``tfchips create-samples``; with ``--tfrecords DIR`` (and the record
+options of ``tfchips to-tfrecords``: ``--encoding``, ``--shards``, ``--split``, ...) it writes
+shards and dataset.json to DIR instead of a chip folder. The rest go to Beam's PipelineOptions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
 import sys
+import tempfile
 
 import apache_beam as beam
+import click
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines.chips_to_tfrecords import check_compression, write_records
 from tfchips import storage
-from tfchips.chips import chip_pair_exists, remove_partial_files
+from tfchips.chips import ChipPair, chip_pair_exists, chip_paths, remove_partial_files
 from tfchips.cli.create_samples import command as create_samples_command
 from tfchips.cli.create_samples import job_from_values, recorded_options
-from tfchips.grid import Tile
+from tfchips.cli.to_tfrecords import command as to_tfrecords_command
+from tfchips.cli.to_tfrecords import writer_options
+from tfchips.grid import Tile, key_to_filename
 from tfchips.labels import load_ground_truth
-from tfchips.samples import JobSummary, SampleJob, make_sample, resumed_sample, write_job_metadata
+from tfchips.records import RecordOptions, WriterOptions
+from tfchips.records.writer import encode_or_bad
+from tfchips.samples import (
+    JobSummary,
+    SampleJob,
+    make_sample,
+    resumed_sample,
+    write_job_metadata,
+)
 
 FAILED = "failed"
 
@@ -49,9 +67,42 @@ class SampleTile(beam.DoFn):
             yield record, band_names
 
 
+class SampleRecord(SampleTile):
+    """Makes the chip pair of one tile in a scratch folder and yields its encoded record."""
+
+    def __init__(self, job: SampleJob, records: RecordOptions) -> None:
+        super().__init__(job)
+        self.records = records
+
+    def setup(self) -> None:
+        super().setup()
+        self.scratch = tempfile.mkdtemp(prefix="tfchips-")
+        self.scratch_job = dataclasses.replace(self.job, out=self.scratch, overwrite=True)
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def process(self, key: str):
+        record, _ = make_sample(Tile.from_key(key), self.scratch_job)
+        self.counters[record.status].inc()
+        if record.status == FAILED:
+            yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": key, "error": record.reason}))
+        elif record.status == "written":
+            image, label = chip_paths(self.scratch, key)
+            yield encode_or_bad(ChipPair(key_to_filename(key), key, image, label), self.records)
+            for path in (image, label):
+                storage.remove(path)
+
+
 def write_metadata(results: list, job: SampleJob, parameters: dict) -> None:
     band_names = next((names for _, names in results if names), ())
     write_job_metadata(JobSummary(tuple(record for record, _ in results), band_names), job, parameters)
+
+
+def _dead_letter(failures: beam.PCollection, folder: str) -> None:
+    _ = failures | "WriteFailures" >> beam.io.WriteToText(
+        storage.join(folder, "dead_letter", "failures"), file_name_suffix=".jsonl"
+    )
 
 
 def build(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, parameters: dict) -> None:
@@ -62,10 +113,7 @@ def build(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, parameters
         | "Spread" >> beam.Reshuffle()
         | "Sample" >> beam.ParDo(SampleTile(job)).with_outputs(FAILED, main="records")
     )
-    _ = (
-        results[FAILED]
-        | "WriteFailures" >> beam.io.WriteToText(storage.join(job.out, "dead_letter", "failures"), file_name_suffix=".jsonl")
-    )
+    _dead_letter(results[FAILED], job.out)
     _ = (
         results.records
         | "Gather" >> beam.combiners.ToList()
@@ -73,20 +121,60 @@ def build(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, parameters
     )
 
 
-def parse(argv: list[str]) -> tuple[dict, list[str]]:
-    """(create-samples option values, Beam arguments) from one command line."""
-    context = create_samples_command.make_context(
+def build_records(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, out: str, options: WriterOptions) -> None:
+    """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
+    check_compression(options)
+    records = dataclasses.replace(options.records, statistics=options.statistics)
+    results = (
+        pipeline
+        | "Tiles" >> beam.Create([tile.key for tile in tiles])
+        | "Spread" >> beam.Reshuffle()
+        | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(FAILED, main="records")
+    )
+    _dead_letter(results[FAILED], job.out)
+    names = [key_to_filename(tile.key) for tile in tiles]
+    class_names = {str(k): v for k, v in job.class_names.items()} or None
+    write_records(results.records, names, options.shards or 1, options, out, class_names, None, [])
+
+
+_RECORD_OPTIONS = ("encoding", "label_encoding", "decoder", "schema", "shards", "compression", "split_text", "split_by", "seed", "statistics")
+
+records_command = click.Command(
+    "records",
+    params=[
+        click.Option(["--tfrecords"], type=click.Path(file_okay=False), help="Write TFRecords here, not chips."),
+        *(p for p in to_tfrecords_command.params if p.name in _RECORD_OPTIONS),
+    ],
+)
+
+
+def parse(argv: list[str]) -> tuple[dict, dict, list[str]]:
+    """(create-samples option values, record option values, Beam arguments) from one command line."""
+    samples = create_samples_command.make_context(
         "create_training_samples", list(argv), ignore_unknown_options=True, allow_extra_args=True
     )
-    return context.params, context.args
+    records = records_command.make_context(
+        "create_training_samples", list(samples.args), ignore_unknown_options=True, allow_extra_args=True
+    )
+    return samples.params, records.params, records.args
 
 
 def main(argv: list[str] | None = None) -> None:
-    values, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    values, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    out = record_values.pop("tfrecords")
+    if out is not None:
+        record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
+                         "skip_bad": False, "overwrite": True, "shards": record_values["shards"] or 1}
+        options = writer_options(record_values)
+        if not storage.is_url(out):
+            os.makedirs(out, exist_ok=True)
     tiles, job = job_from_values(values)
     remove_partial_files(job.out)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        build(pipeline, tiles, job, recorded_options({k: v for k, v in values.items() if v is not None}))
+        if out is None:
+            build(pipeline, tiles, job, recorded_options({k: v for k, v in values.items() if v is not None}))
+        else:
+            build_records(pipeline, tiles, job, out, options)
 
 
 if __name__ == "__main__":

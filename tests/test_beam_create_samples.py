@@ -57,3 +57,40 @@ def test_pipeline_writes_the_chips_the_cli_writes_and_dead_letters_failures(demo
     assert sorted(t["key"] for t in manifest["tiles"]) == sorted(good)
     local_manifest = json.loads((tmp_path / "local" / "manifest.json").read_text())
     assert manifest["statistics"] == local_manifest["statistics"]
+
+
+def test_pipeline_writes_tfrecords_directly_equal_to_chips_then_to_tfrecords(demo, tmp_path):
+    from test_beam_records import records_by_key
+    from tfchips.records.writer import read_dataset_json
+
+    good = ["32:0:10.0:13:-263:12341", "32:0:10.0:13:-262:12341", "32:0:10.0:13:-263:12342", "32:0:10.0:13:-262:12342"]
+    failing = "32:0:10.0:13:-263:14000"
+    tiles_file = tmp_path / "tiles.txt"
+    tiles_file.write_text("\n".join(good + [failing]) + "\n")
+    record_options = ["--encoding", "array", "--split", "train=0.5,val=0.5", "--shards", "1"]
+    local = CliRunner().invoke(cli, ["create-samples", *options(demo, tmp_path / "chips", tiles_file), "--workers", "1"])
+    assert local.exit_code == 1, local.output
+    converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), str(tmp_path / "local"), *record_options])
+    assert converted.exit_code == 0, converted.output
+    create_training_samples.main(
+        [*options(demo, tmp_path / "beam", tiles_file), "--tfrecords", str(tmp_path / "beam"), *record_options,
+         "--runner=DirectRunner"]
+    )
+    assert not (tmp_path / "beam" / "images").exists()
+    direct, via_chips = records_by_key(tmp_path / "beam"), records_by_key(tmp_path / "local")
+    assert sorted(direct) == sorted(via_chips) == sorted(good)
+    # Splits are drawn over the tiles asked for, failed ones included, so they may differ.
+    for key, (image, label, crs, transform, _) in via_chips.items():
+        np.testing.assert_array_equal(direct[key][0], image)
+        np.testing.assert_array_equal(direct[key][1], label)
+        assert direct[key][2:4] == (crs, transform)
+    described, local_described = read_dataset_json(str(tmp_path / "beam")), read_dataset_json(str(tmp_path / "local"))
+    for name in ("image", "label", "features", "schema"):
+        assert described[name] == local_described[name]
+    # Beam merges per-chip moments in its own order: equal up to rounding.
+    for band, local_band in zip(described["statistics"]["bands"], local_described["statistics"]["bands"]):
+        assert band.pop("name") == local_band.pop("name")
+        assert band == pytest.approx(local_band, rel=1e-12)
+    assert sum(split["records"] for split in described["splits"].values()) == len(good)
+    dead = [json.loads(line) for f in (tmp_path / "beam" / "dead_letter").iterdir() for line in f.read_text().splitlines()]
+    assert [d["key"] for d in dead] == [failing]

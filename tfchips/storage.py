@@ -100,6 +100,16 @@ def read(path: str) -> bytes:
         return stream.read()
 
 
+def remove(path: str) -> None:
+    """Delete a file, local or URL."""
+    if is_url(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.delete([path])
+    else:
+        os.remove(path)
+
+
 def remove_partial_files(folder: str) -> int:
     """Delete temporary files a killed local run left in ``folder``; returns how many."""
     if is_url(folder) or not os.path.isdir(folder):
