@@ -316,3 +316,9 @@ def test_dataset_json_compression_wins_over_file_names(chips, tmp_path):
     assert len(list(make_dataset(renamed, compression="gzip"))) == 6
     description = json.loads((out / "dataset.json").read_text())
     assert len(list(make_dataset(renamed, description=description))) == 6
+
+
+def test_an_empty_split_is_a_clear_error(chips, tmp_path):
+    out = records(chips, tmp_path / "records", splits={"train": 0.95, "val": 0.05})  # 6 chips: none for val
+    with pytest.raises(RecordError, match="split 'val' has no records"):
+        make_dataset(str(out), "val")

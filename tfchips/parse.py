@@ -298,7 +298,10 @@ def find_shards(
         where = os.fspath(pattern_or_dir)
         if os.path.isdir(where):
             if os.path.isfile(os.path.join(where, DATASET_JSON)):
-                return shard_paths(where, split), read_dataset_json(where)
+                paths = shard_paths(where, split)
+                if not paths:
+                    raise RecordError(f"{where}: split {split!r} has no records" if split else f"{where}: no records")
+                return paths, read_dataset_json(where)
             paths = sorted(os.path.join(where, n) for n in os.listdir(where) if _is_shard(n))
         else:
             paths = sorted(p for p in glob.glob(where) if os.path.isfile(p) and os.path.basename(p) != DATASET_JSON)
