@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyogrio.raw
 import pytest
 import rasterio
 import shapely
 from click.testing import CliRunner
+from conftest import write_vector
 from pyproj import Transformer
 
 from tfchips.cli.main import cli
@@ -60,17 +60,7 @@ class Workspace:
         return folder
 
     def vector(self, name: str, geometries, crs: str | None = "EPSG:4326", **fields) -> str:
-        path = str(self.tmp / name)
-        pyogrio.raw.write(
-            path,
-            shapely.to_wkb(np.array(geometries, dtype=object)),
-            [np.asarray(v) for v in fields.values()],
-            list(fields),
-            geometry_type="Unknown",
-            crs=crs,
-            driver="GPKG",
-        )
-        return path
+        return write_vector(self.tmp / name, geometries, crs, fields)
 
     def chip_names(self) -> list[str]:
         return sorted(os.listdir(self.out / "images"))

@@ -1,10 +1,10 @@
 import json
 
 import numpy as np
-import pyogrio
 import pytest
 import shapely
 from click.testing import CliRunner
+from conftest import write_vector
 
 from tfchips.cli.main import cli
 from tfchips.grid import tiles_for_shape
@@ -16,13 +16,6 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def write_vector(path, geometries, crs="EPSG:4326", **fields):
-    wkb = np.array([shapely.to_wkb(g) for g in geometries], dtype=object)
-    pyogrio.raw.write(
-        str(path), wkb, field_data=list(fields.values()), fields=list(fields),
-        geometry_type=geometries[0].geom_type, crs=crs, driver={".gpkg": "GPKG", ".shp": "ESRI Shapefile"}.get(path.suffix),
-    )
-    return path
 
 
 def test_bbox_prints_one_key_per_line():
@@ -52,7 +45,7 @@ def test_aoi_in_another_crs_is_reprojected(tmp_path):
 
 def test_aoi_of_sample_points_gives_their_tiles(tmp_path):
     points = [shapely.Point(-105.91, 35.70), shapely.Point(-105.60, 35.70), shapely.Point(-105.9101, 35.7001)]
-    path = write_vector(tmp_path / "points.gpkg", points, cls=np.array([1, 2, 1]))
+    path = write_vector(tmp_path / "points.gpkg", points, fields={"cls": np.array([1, 2, 1])})
     result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
     assert result.exit_code == 0, result.output
     assert len(result.output.split()) == 2
@@ -77,7 +70,7 @@ def test_bad_arguments_are_one_line_errors(args, message):
 
 def test_aoi_without_crs_is_an_error(tmp_path):
     # GeoJSON always means WGS84; a shapefile without .prj really has no CRS.
-    path = write_vector(tmp_path / "nocrs.shp", [BOX], crs=None, id=np.array([1]))
+    path = write_vector(tmp_path / "nocrs.shp", [BOX], crs=None, fields={"id": np.array([1])})
     result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
     assert result.exit_code == 1
     assert "has no CRS" in result.output and str(path) in result.output

@@ -9,6 +9,7 @@ import pyogrio
 import pyogrio.raw
 import pytest
 import shapely
+from conftest import write_vector
 from pyproj import Transformer
 
 from tfchips.errors import ConfigError, LabelError, VectorFileError
@@ -35,19 +36,7 @@ def pixel_lonlat(tile: Tile, col: float, row: float) -> tuple[float, float]:
 
 
 def write(path, geometries, crs="EPSG:32613", fields=None, layer=None, append=False):
-    fields = fields or {}
-    pyogrio.raw.write(
-        str(path),
-        shapely.to_wkb(np.array(geometries, dtype=object)),
-        [np.asarray(v) for v in fields.values()],
-        list(fields),
-        geometry_type="Unknown",
-        crs=crs,
-        driver="GPKG",
-        layer=layer,
-        append=append,
-    )
-    return str(path)
+    return write_vector(path, geometries, crs, fields, layer, append)
 
 
 def reproject(geometry, source, target):
