@@ -49,8 +49,7 @@ def wheel(tmp_path_factory):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in BUILD_FILES:
         shutil.copy(ROOT / name, source / name)
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
-        root / "dist", source, cwd=root)
+    run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", root / "dist", source, cwd=root)
     (path,) = (root / "dist").glob("tfchips-*.whl")
     return path
 
