@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfchips import storage
 from tfchips.chips import ChipPair, read_manifest
+from tfchips.cli.main import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.errors import ChipError, ConfigError
@@ -189,4 +190,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

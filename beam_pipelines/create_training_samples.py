@@ -24,22 +24,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.chips_to_tfrecords import check_compression, write_records
 from tfchips import storage
-from tfchips.chips import ChipPair, chip_pair_exists, chip_paths, remove_partial_files
+from tfchips.chips import ChipPair, chip_paths, remove_partial_files
 from tfchips.cli.create_samples import command as create_samples_command
-from tfchips.cli.create_samples import job_from_values, recorded_options
+from tfchips.cli.create_samples import options_from_config, job_from_values, recorded_options
+from tfchips.cli.main import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.grid import Tile, key_to_filename
 from tfchips.labels import load_ground_truth
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import encode_or_bad
-from tfchips.samples import (
-    JobSummary,
-    SampleJob,
-    make_sample,
-    resumed_sample,
-    write_job_metadata,
-)
+from tfchips.samples import JobSummary, SampleJob, make_sample, write_job_metadata
 
 FAILED = "failed"
 
@@ -55,11 +50,7 @@ class SampleTile(beam.DoFn):
         load_ground_truth(self.job.labels)  # once per worker, not per element
 
     def process(self, key: str):
-        tile = Tile.from_key(key)
-        if not self.job.overwrite and chip_pair_exists(self.job.out, key):
-            record, band_names = resumed_sample(tile, self.job)
-        else:
-            record, band_names = make_sample(tile, self.job)
+        record, band_names = make_sample(Tile.from_key(key), self.job)
         self.counters[record.status].inc()
         if record.status == FAILED:
             yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": key, "error": record.reason}))
@@ -148,19 +139,20 @@ records_command = click.Command(
 )
 
 
-def parse(argv: list[str]) -> tuple[dict, dict, list[str]]:
-    """(create-samples option values, record option values, Beam arguments) from one command line."""
+def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
+    """From one command line: create-samples option values (and which came from --config),
+    record option values, and the Beam arguments."""
     samples = create_samples_command.make_context(
         "create_training_samples", list(argv), ignore_unknown_options=True, allow_extra_args=True
     )
     records = records_command.make_context(
         "create_training_samples", list(samples.args), ignore_unknown_options=True, allow_extra_args=True
     )
-    return samples.params, records.params, records.args
+    return samples.params, options_from_config(samples, samples.params), records.params, records.args
 
 
 def main(argv: list[str] | None = None) -> None:
-    values, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values.pop("tfrecords")
     if out is not None:
         record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
@@ -168,14 +160,15 @@ def main(argv: list[str] | None = None) -> None:
         options = writer_options(record_values)
         if not storage.is_url(out):
             os.makedirs(out, exist_ok=True)
-    tiles, job = job_from_values(values)
+    tiles, job = job_from_values(values, from_config)
     remove_partial_files(job.out)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         if out is None:
-            build(pipeline, tiles, job, recorded_options({k: v for k, v in values.items() if v is not None}))
+            build(pipeline, tiles, job, recorded_options(values))
         else:
             build_records(pipeline, tiles, job, out, options)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -189,3 +189,73 @@ def test_unknown_config_key_is_a_clear_error(demo, tmp_path):
     (tmp_path / "job.yaml").write_text("catalogue: x\n")
     result = run([*options(demo, tmp_path / "out"), "--config", tmp_path / "job.yaml"])
     assert result.exit_code == 2 and "unknown option 'catalogue'" in result.output
+
+
+def test_a_tile_no_longer_written_loses_its_old_chips(demo, reference_run, tmp_path):
+    out = tmp_path / "chips"
+    shutil.copytree(reference_run, out)
+    result = run(options(demo, out, "--min-labelled", "0.9", "--overwrite"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == 0
+    assert os.listdir(out / "images") == [] and os.listdir(out / "labels") == []
+    assert not (out / "map.txt").exists() and not (out / "esri_model_definition.emd").exists()
+
+
+def test_resumed_chips_are_held_to_the_new_thresholds(demo, reference_run, tmp_path):
+    out = tmp_path / "chips"
+    shutil.copytree(reference_run, out)
+    result = run(options(demo, out, "--min-labelled", "0.05"))
+    assert result.exit_code == 0, result.output
+    reference = {t["key"]: t for t in json.loads((reference_run / "manifest.json").read_text())["tiles"]}
+    kept = {k for k, t in reference.items() if t["labelled_fraction"] >= 0.05}
+    assert 0 < len(kept) < len(reference)
+    assert {filename_to_key(n) for n in os.listdir(out / "images")} == kept
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {t["key"] for t in manifest["tiles"] if t["status"] == "written" and t["resumed"]} == kept
+
+
+def test_chips_made_with_other_bands_are_made_again(demo, reference_run, tmp_path):
+    out = tmp_path / "chips"
+    shutil.copytree(reference_run, out)
+    args = options(demo, out)
+    args[args.index("--bands") + 1] = "red,green,blue"
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    assert "(0 from an earlier run)" in result.output
+    for name in os.listdir(out / "images"):
+        with rasterio.open(out / "images" / name) as image:
+            assert image.descriptions == ("red", "green", "blue")
+
+
+def test_config_keys_use_option_names_lists_and_mappings(demo, reference_run, tmp_path):
+    aoi = tmp_path / "aoi.geojson"
+    west, south, east, north = demo.bbox
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]}}]}))
+    config = {
+        "aoi": str(aoi),
+        "classes": {0: "background", 1: "building", 2: "water", 3: "vegetation"},
+        "merge": [{"catalog": demo.catalog, "bands": list(demo.bands)}],
+        "mask_values": list(demo.mask_values),
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    args = options(demo, tmp_path / "chips")
+    for flag in ("--bbox", "--classes", "--mask-values"):
+        index = args.index(flag)
+        del args[index : index + 2]
+    result = run([*args, "--config", tmp_path / "job.yaml"])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "chips" / "images")) == sorted(os.listdir(reference_run / "images"))
+    manifest = json.loads((tmp_path / "chips" / "manifest.json").read_text())
+    assert manifest["class_names"]["2"] == "water"
+
+
+def test_tiles_on_the_command_line_replace_the_area_of_a_config(demo, tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(demo.job_options(str(tmp_path / "chips"))))
+    key = "64:0:10.0:13:-132:6170"
+    (tmp_path / "tiles.txt").write_text(key + "\n")
+    result = run(["create-samples", "--config", config, "--tiles", tmp_path / "tiles.txt", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert [filename_to_key(n) for n in os.listdir(tmp_path / "chips" / "images")] == [key]

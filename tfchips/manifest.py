@@ -13,9 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfchips import __version__, storage
-from tfchips.statistics import ChipStatistics, chip_statistics, empty_statistics, statistics_json
+from tfchips.chips import MANIFEST_NAME
+from tfchips.statistics import (
+    ChipStatistics,
+    chip_statistics,
+    empty_statistics,
+    statistics_json,
+)
 
-MANIFEST = "manifest.json"
 ESRI_FILES = ("esri_model_definition.emd", "map.txt", "stats.txt", "esri_accumulated_stats.json")
 
 
@@ -63,9 +68,6 @@ def chip_record(
 
     Band moments cover the ``valid`` pixels; class counts leave out ``ignore_value``.
     """
-    labelled = label != background
-    if ignore_value is not None:
-        labelled &= label != ignore_value
     statistics = chip_statistics(
         np.moveaxis(image, 0, -1), None, label, ignore_value, valid=valid
     )
@@ -74,10 +76,18 @@ def chip_record(
         status="written",
         scenes=tuple(scenes),
         valid_fraction=float(valid.mean()),
-        labelled_fraction=float(labelled.mean()),
+        labelled_fraction=labelled_fraction(label, background, ignore_value),
         statistics=statistics,
         resumed=resumed,
     )
+
+
+def labelled_fraction(label: np.ndarray, background: int, ignore_value: int | None) -> float:
+    """Share of label pixels that are neither ``background`` nor ``ignore_value``."""
+    labelled = label != background
+    if ignore_value is not None:
+        labelled &= label != ignore_value
+    return float(labelled.mean())
 
 
 def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...]) -> dict:
@@ -116,12 +126,20 @@ def build_manifest(
     }
 
 
+def remove_esri_metadata(out: str) -> None:
+    """Delete ESRI metadata an earlier run wrote, when this run wrote no chip."""
+    for name in ESRI_FILES:
+        path = storage.join(out, name)
+        if storage.exists(path):
+            storage.remove(path)
+
+
 def publish_text(path: str, text: str) -> None:
     storage.publish(path, text.encode("utf-8"))
 
 
 def write_manifest(out: str, manifest: dict) -> None:
-    publish_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
+    publish_text(storage.join(out, MANIFEST_NAME), json.dumps(manifest, indent=1))
 
 
 # A fixed palette so that a class keeps its colour across datasets and viewers.

@@ -13,12 +13,27 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from tfchips.chips import chip_pair_exists, read_written_pair, remove_partial_files, write_chip_pair
+from tfchips import storage
+from tfchips.chips import (
+    chip_pair_exists,
+    chip_paths,
+    read_written_pair,
+    remove_partial_files,
+    write_chip_pair,
+)
 from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError
 from tfchips.grid import Tile, key_to_filename
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
-from tfchips.manifest import ChipRecord, build_manifest, chip_record, write_esri_metadata, write_manifest
+from tfchips.manifest import (
+    ChipRecord,
+    build_manifest,
+    chip_record,
+    labelled_fraction,
+    remove_esri_metadata,
+    write_esri_metadata,
+    write_manifest,
+)
 from tfchips.sources.base import redact_text
 
 
@@ -63,54 +78,84 @@ class JobSummary:
 
 
 def make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
-    """Composite, label and write one tile; returns its record and the band names.
+    """The outcome for one tile, and its band names.
 
-    Read errors and empty tiles come back as a ``failed`` record, so that one bad
-    tile never stops a job of thousands.
+    Chips an earlier run wrote are kept when they still fit the job (read back,
+    same bands, above the thresholds); otherwise the tile is labelled, composited
+    and written. A tile that ends ``skipped`` or ``failed`` loses any chips of an
+    earlier run, so the folder always agrees with the manifest. Read errors and
+    empty tiles come back as a ``failed`` record: one bad tile never stops a job.
     """
     try:
-        return _make_sample(tile, job)
+        resumed = None if job.overwrite else _resumed(tile, job)
+        record, band_names = resumed or _made(tile, job)
     except OutputError:
         raise  # a full disk or an unwritable folder stops the job, not just this tile
     except Exception as error:  # noqa: BLE001 - any error fails this tile only, with its reason
         reason = str(error) if isinstance(error, TfchipsError) else f"{type(error).__name__}: {error}"
-        return ChipRecord(tile.key, "failed", reason=redact_text(reason)), ()
+        record, band_names = ChipRecord(tile.key, "failed", reason=redact_text(reason)), ()
+    if record.status != "written":
+        _remove_chips(job.out, tile.key)
+    return record, band_names
 
 
-def _make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
+def _resumed(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]] | None:
+    """The record of a pair an earlier run wrote, recomputed from the chips; None to make it again."""
+    if not chip_pair_exists(job.out, tile.key):
+        return None
+    try:
+        pair = read_written_pair(job.out, tile.key)
+    except ChipError:
+        return None  # corrupt, truncated or off its tile's grid
+    if pair.band_names != job.imagery.band_names:
+        return None  # made with other bands
+    record = chip_record(
+        tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
+    )
+    return _below_thresholds(record, job) or record, pair.band_names
+
+
+def _made(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
+    truth = load_ground_truth(job.labels)
+    label = truth.rasterize(tile)
+    # Labels are local and cheap: settle --min-labelled before any scene is read.
+    labelled = labelled_fraction(label, job.labels.background, truth.nodata)
+    if labelled < job.min_labelled:
+        reason = f"labelled fraction {labelled:.3f} < min-labelled {job.min_labelled}"
+        return ChipRecord(tile.key, "skipped", reason=reason, labelled_fraction=labelled), job.imagery.band_names
     imagery = imagery_for_tile(tile, job.imagery)
     if imagery.valid_fraction == 0.0:
         return ChipRecord(tile.key, "failed", reason="no valid pixel in any scene", scenes=imagery.scenes), imagery.band_names
-    if imagery.valid_fraction < job.min_valid:
-        reason = f"valid fraction {imagery.valid_fraction:.3f} < min-valid {job.min_valid}"
-        return ChipRecord(tile.key, "skipped", reason=reason, valid_fraction=imagery.valid_fraction), imagery.band_names
-    truth = load_ground_truth(job.labels)
-    label = truth.rasterize(tile)
     record = chip_record(
         tile.key, imagery.data, imagery.valid, label, imagery.scenes, job.labels.background, truth.nodata
     )
-    if record.labelled_fraction < job.min_labelled:
-        reason = f"labelled fraction {record.labelled_fraction:.3f} < min-labelled {job.min_labelled}"
-        return ChipRecord(tile.key, "skipped", reason=reason, valid_fraction=imagery.valid_fraction), imagery.band_names
+    skipped = _below_thresholds(record, job)
+    if skipped is not None:
+        return skipped, imagery.band_names
     write_chip_pair(
         job.out, tile, imagery.data, imagery.nodata, imagery.band_names, label, truth.nodata, imagery.scenes
     )
     return record, imagery.band_names
 
 
-def resumed_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
-    """Record and band names of a pair an earlier run wrote, recomputed from the chips themselves.
-
-    A pair that cannot be read back (corrupt, truncated, off its tile's grid) is made again.
-    """
-    try:
-        pair = read_written_pair(job.out, tile.key)
-    except ChipError:
-        return make_sample(tile, job)
-    record = chip_record(
-        tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
+def _below_thresholds(record: ChipRecord, job: SampleJob) -> ChipRecord | None:
+    """A ``skipped`` record when ``record`` falls short of --min-valid or --min-labelled."""
+    if record.valid_fraction < job.min_valid:
+        reason = f"valid fraction {record.valid_fraction:.3f} < min-valid {job.min_valid}"
+    elif record.labelled_fraction < job.min_labelled:
+        reason = f"labelled fraction {record.labelled_fraction:.3f} < min-labelled {job.min_labelled}"
+    else:
+        return None
+    return ChipRecord(
+        record.key, "skipped", reason=reason, valid_fraction=record.valid_fraction, labelled_fraction=record.labelled_fraction
     )
-    return record, pair.band_names
+
+
+def _remove_chips(out: str, key: str) -> None:
+    # The label goes first: an image without its label reads as unfinished, never as done.
+    for path in reversed(chip_paths(out, key)):
+        if storage.exists(path):
+            storage.remove(path)
 
 
 def create_samples(
@@ -126,7 +171,8 @@ def create_samples(
     is called in this process as each tile finishes (progress bars).
     """
     tiles = list(dict.fromkeys(tiles))
-    os.makedirs(job.out, exist_ok=True)
+    if not storage.is_url(job.out):
+        os.makedirs(job.out, exist_ok=True)
     remove_partial_files(job.out)
     records: list[ChipRecord] = []
     band_names: tuple[str, ...] = ()
@@ -138,12 +184,7 @@ def create_samples(
         if on_record is not None:
             on_record(record)
 
-    pending = []
-    for tile in tiles:
-        if not job.overwrite and chip_pair_exists(job.out, tile.key):
-            collect(*resumed_sample(tile, job))
-        else:
-            pending.append(tile)
+    pending = tiles
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(pending) <= 1:
         for tile in pending:
@@ -169,9 +210,11 @@ def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict) ->
     label_nodata = job.labels.ignore_value if job.labels.extent else None
     manifest = build_manifest(list(summary.records), parameters, summary.band_names, job.class_names, label_nodata)
     write_manifest(job.out, manifest)
-    written = [r.key for r in summary.records if r.status == "written"]
+    written = sorted(r.key for r in summary.records if r.status == "written")
     if written:
         first = Tile.from_key(written[0])
         names = [key_to_filename(key) + ".tif" for key in written]
         write_esri_metadata(job.out, manifest, first.size, first.resolution, first.crs, names)
+    else:
+        remove_esri_metadata(job.out)
 

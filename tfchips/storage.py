@@ -57,9 +57,12 @@ def publish(path: str, data: bytes) -> None:
             stream.write(data)
         return
     folder = os.path.dirname(os.path.abspath(path))
-    temporary = None
     try:
         os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise OutputError(error.errno, error.strerror or str(error), folder) from None
+    temporary = None
+    try:
         handle, temporary = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=folder)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

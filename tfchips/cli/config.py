@@ -27,16 +27,53 @@ def _load(ctx: click.Context, param: click.Parameter, path: str | None) -> str |
         raise click.BadParameter(f"{path}: not valid YAML ({error})") from None
     if not isinstance(values, dict):
         raise click.BadParameter(f"{path}: expected a mapping of option names to values")
-    known = {p.name for p in ctx.command.params}
+    names = _option_names(ctx.command)
     defaults = {}
     for key, value in values.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name not in known or name == param.name:
+        name = names.get(_normalised(key))
+        if name is None or name == param.name:
             raise click.BadParameter(f"{path}: unknown option {key!r}")
-        # Lists in YAML stand for repeated or comma-separated options.
-        defaults[name] = ",".join(map(str, value)) if isinstance(value, list) and not _is_multiple(ctx, name) else value
+        defaults[name] = _as_option_value(value, _is_multiple(ctx, name))
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return path
+
+
+def _normalised(key: object) -> str:
+    return str(key).lstrip("-").replace("-", "_")
+
+
+def _option_names(command: click.Command) -> dict[str, str]:
+    """Every spelling a config key may use (``aoi``, ``aoi-path``, ``max_cloud``) -> parameter name."""
+    names = {}
+    for param in command.params:
+        names[param.name] = param.name
+        for opt in param.opts:
+            names[_normalised(opt)] = param.name
+    return names
+
+
+def _as_option_value(value: object, multiple: bool) -> object:
+    """A YAML value as the option's command-line text.
+
+    Lists stand for comma-separated values, or for repeats of a ``multiple`` option;
+    a mapping for ``KEY=VALUE`` pairs (``classes: {0: background}``), and inside a
+    repeated option for one ``name=value ...`` product (``merge: [{collection: x}]``).
+    """
+    if multiple:
+        items = value if isinstance(value, list) else [value]
+        return [_words(item) if isinstance(item, dict) else item for item in items]
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return value
+
+
+def _words(product: dict) -> str:
+    return " ".join(
+        f"{str(k).replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else ('' if v is None else v)}"
+        for k, v in product.items()
+    )
 
 
 def _is_multiple(ctx: click.Context, name: str) -> bool:

@@ -82,7 +82,8 @@ def command(**values) -> None:
     Tiles come from --aoi/--bbox with --resolution and --tilesize, or from --tiles.
     Chips are tilesize + 2 * pad pixels square. A re-run skips finished tiles.
     """
-    tiles, job = job_from_values(values)
+    ctx = click.get_current_context()
+    tiles, job = job_from_values(values, from_config=options_from_config(ctx, values))
     with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
         counts = {"written": 0, "skipped": 0, "failed": 0}
 
@@ -100,13 +101,15 @@ def command(**values) -> None:
         sys.exit(1)
 
 
-def job_from_values(values: dict) -> tuple[list[Tile], SampleJob]:
+def job_from_values(values: dict, from_config: frozenset[str] = frozenset()) -> tuple[list[Tile], SampleJob]:
     """Tiles and job from this command's option values; saves them as OUT/config.yaml.
 
-    The labels are read and every catalog opened first, so that an input no tile can
-    use stops the job before anything is written. The Beam pipeline calls this too.
+    ``from_config`` names the options that came from ``--config`` rather than the
+    command line. The labels are read and every catalog opened first, so that an
+    input no tile can use stops the job before anything is written. The Beam
+    pipeline calls this too.
     """
-    tiles = _tiles(values)
+    tiles = _tiles(values, from_config)
     job = SampleJob(
         imagery=ImageryRequest.from_options(values),
         labels=LabelRequest.from_options(values),
@@ -139,7 +142,15 @@ def recorded_options(values: dict) -> dict:
     }
 
 
-def _tiles(values: dict) -> list[Tile]:
+def options_from_config(ctx: click.Context, values: dict) -> frozenset[str]:
+    """Names of the options whose values came from --config."""
+    return frozenset(n for n in values if ctx.get_parameter_source(n) == click.core.ParameterSource.DEFAULT_MAP)
+
+
+def _tiles(values: dict, from_config: frozenset[str]) -> list[Tile]:
+    if values["tiles_path"] is not None and "tiles_path" not in from_config:
+        # --tiles on the command line replaces an area the config file gives.
+        values = {**values, **{n: None for n in ("aoi_path", "bbox") if n in from_config}}
     area_given = values["aoi_path"] is not None or values["bbox"] is not None
     if values["tiles_path"] is not None:
         if area_given:

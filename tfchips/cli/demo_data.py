@@ -8,6 +8,7 @@ import click
 import yaml
 
 from tfchips.demo_data import generate
+from tfchips.errors import OutputError
 from tfchips.manifest import publish_text
 
 
@@ -16,7 +17,10 @@ from tfchips.manifest import publish_text
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator; same seed, same pixels.")
 def command(out_dir: str, seed: int) -> None:
     """Write a small static STAC catalog of synthetic COG scenes and a GeoPackage of labels to OUT_DIR."""
-    demo = generate(out_dir, seed=seed)
+    try:
+        demo = generate(out_dir, seed=seed)
+    except OSError as error:
+        raise OutputError(error.errno, error.strerror or str(error), error.filename or out_dir) from None
     west, south, east, north = demo.bbox
     click.echo(f"catalog: {demo.catalog}")
     click.echo(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from typing import Iterator
 
 import click
 
@@ -34,12 +36,24 @@ class _Commands(click.Group):
         return getattr(importlib.import_module(f"tfchips.cli.{COMMANDS[name]}"), "command")
 
     def invoke(self, ctx: click.Context):
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except TfchipsError as error:
-            # Bad input is the user's to fix: one line, no traceback.
-            click.echo(f"Error: {error}", err=True)
-            sys.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input is the user's to fix: print one line, exit non-zero, no traceback.
+
+    Used by the ``tfchips`` command and by the Beam pipelines' entry points.
+    """
+    try:
+        yield
+    except TfchipsError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
 
 
 @click.group(cls=_Commands)
