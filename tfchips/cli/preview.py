@@ -32,7 +32,7 @@ def preview_options(function):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 @preview_options
 @click.option("--size", "panel", type=click.IntRange(min=16), default=128, show_default=True,
-              help="Pixels of the longer side of each chip on the sheet.")
+              help="At most this many pixels per chip side on the sheet; smaller chips are enlarged by a whole factor.")
 def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int) -> None:
     """Draw N chips of the chip folder, TFRecord folder or shards (glob pattern) at PATH.
 
