@@ -77,7 +77,6 @@ def test_first_valid_takes_every_band_of_the_first_valid_scene():
     assert result.data[1].tolist() == [[31, 11, 26], [26, 26, 0]]
     assert result.valid.tolist() == [[True, True, True], [True, True, False]]
     assert result.used.tolist() == [True, True, True]
-    assert result.valid_fraction == pytest.approx(5 / 6)
 
 
 def test_first_valid_never_uses_scenes_left_out_of_the_order():

@@ -2,6 +2,8 @@
 
 import json
 import os
+import time
+from datetime import datetime
 
 import numpy as np
 import pyogrio
@@ -13,7 +15,7 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 from tfchips.cli.main import cli
-from tfchips.demo_data import generate
+from tfchips.demo_data import SceneSpec, generate, write_catalog
 from tfchips.grid import tiles_for_shape
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.sources import SceneQuery, open_source
@@ -142,3 +144,26 @@ def test_command_prints_the_paths_and_the_next_command(tmp_path):
     assert "tfchips create-samples --bbox -105.95,35.68,-105.93,35.697" in result.output
     assert "--mask-values 3,8,9,10" in result.output
     assert os.path.isfile(out / "catalog.json") and not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+@pytest.fixture
+def local_time_zone(monkeypatch):
+    """The process runs 5 hours behind UTC for the test (a POSIX TZ rule: no tz database needed)."""
+    monkeypatch.setenv("TZ", "TFC+5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_scene_datetimes_are_utc_whatever_the_local_time_zone(tmp_path, local_time_zone):
+    spec = SceneSpec(
+        id="naive",
+        datetime=datetime(2023, 6, 1, 12, 30),
+        crs="EPSG:32613",
+        transform=rasterio.Affine(10, 0, 400000, 0, -10, 3950000),
+        assets={"red": np.ones((4, 4), dtype=np.uint16)},
+    )
+    write_catalog(tmp_path, [spec])
+    item = json.loads((tmp_path / "naive" / "naive.json").read_text())
+    assert item["properties"]["datetime"] == "2023-06-01T12:30:00Z"

@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import shapely
+import rasterio
+from affine import Affine
 from click.testing import CliRunner
 from shapely.geometry import shape
 
@@ -280,7 +281,12 @@ def test_retry_after_takes_seconds_or_an_http_date_and_the_policy_comes_from_the
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
     policy = RetryPolicy.from_environment({"TFCHIPS_RETRY_ATTEMPTS": "7", "TFCHIPS_HTTP_TIMEOUT": "2.5"})
     assert (policy.attempts, policy.timeout, policy.backoff) == (7, 2.5, 0.5)
-    assert policy.gdal_options()["GDAL_HTTP_MAX_RETRY"] == "6"
+    # GDAL never retries on its own: tfchips retries whole reads (see below).
+    assert policy.gdal_options() == {
+        "GDAL_HTTP_MAX_RETRY": "0",
+        "GDAL_HTTP_TIMEOUT": "2.5",
+        "GDAL_HTTP_CONNECTTIMEOUT": "2.5",
+    }
     with pytest.raises(ConfigError, match="TFCHIPS_RETRY_ATTEMPTS must be a whole number of at least 1"):
         RetryPolicy.from_environment({"TFCHIPS_RETRY_ATTEMPTS": "0"})
     with pytest.raises(ConfigError, match="TFCHIPS_RETRY_BACKOFF must be a number, got 'soon'"):
@@ -336,29 +342,56 @@ def test_cog_range_reads_survive_faults_and_give_exactly_the_local_pixels(demo, 
     server = serve()
     names = ("red", "nir", "scl")
     local = read_bands([BandRef(os.path.join(demo.root, SCENE, f"{n}.tif")) for n in names], TILE)
-    # GDAL retries 500s, 429s and timeouts of each range request itself, and asks again for
-    # the rest of a truncated range...
+    # GDAL does not retry a request itself, but it probes a file's header more than once
+    # and asks again for the rest of a truncated range: some faults never fail a read...
     server.inject(["500", "truncate", "429", "hang", "truncate"], range_reads_of("red.tif"))
     server.inject(["reset", "truncate"], range_reads_of("nir.tif"))
-    # ...but a small file fetched whole in one request stays truncated in GDAL's cache:
-    # tfchips drops that cache and reads the file again.
+    # ...others do, like a small file fetched whole in one request that stays truncated in
+    # GDAL's cache: tfchips drops that cache and reads the file again.
     server.inject(["truncate"], range_reads_of("scl.tif"))
     remote = read_bands([BandRef(f"{server.url}/files/{SCENE}/{n}.tif") for n in names], TILE)
     np.testing.assert_array_equal(np.ma.getdata(remote.values), np.ma.getdata(local.values))
     np.testing.assert_array_equal(np.ma.getmaskarray(remote.values), np.ma.getmaskarray(local.values))
     assert server.served("truncate") == 4 and server.served("hang") == 1 and server.served("reset") == 1
-    assert len(pauses) == 1  # the one read tfchips had to redo: scl.tif
+    assert len(pauses) == 2  # the reads tfchips had to redo: red.tif (after the 429) and scl.tif
 
 
-def test_cog_that_keeps_failing_is_a_read_error_naming_the_url_after_bounded_tries(serve, pauses, monkeypatch):
-    monkeypatch.setenv("TFCHIPS_RETRY_ATTEMPTS", "2")
-    server = serve()
-    server.inject(["500*"], range_reads_of("red.tif"))
-    url = f"{server.url}/files/{SCENE}/red.tif"
-    with pytest.raises(RasterReadError, match=rf"cannot read {re.escape(url)}: .*gave up after 2 attempts"):
-        read_bands([BandRef(url)], TILE)
-    # Two reads by tfchips; in each GDAL tries a request twice, and may probe the header twice.
-    assert len(pauses) == 1 and 4 <= server.served("500") <= 2 * 2 * 2
+def test_cog_that_keeps_failing_is_a_read_error_naming_the_url_after_exactly_the_configured_tries(
+    serve, pauses, monkeypatch
+):
+    requests = {}
+    for attempts in (1, 3):
+        monkeypatch.setenv("TFCHIPS_RETRY_ATTEMPTS", str(attempts))
+        server = serve()  # a new URL: nothing cached by the previous read
+        server.inject(["500*"], range_reads_of("red.tif"))
+        url = f"{server.url}/files/{SCENE}/red.tif"
+        reason = rf"cannot read {re.escape(url)}: .*gave up after {attempts} attempts"
+        with pytest.raises(RasterReadError, match=reason):
+            read_bands([BandRef(url)], TILE)
+        requests[attempts] = server.served("500")
+    # Three reads by tfchips, and none of GDAL's own retries inside them (which would make
+    # it nine): three times the requests of one read, whatever GDAL asks for in each.
+    assert len(pauses) == 2 and requests[1] >= 1 and requests[3] == 3 * requests[1]
+
+
+def test_read_errors_of_a_signed_url_hide_the_signature(tmp_path):
+    transform = Affine(10, 0, TILE.bounds[0], 0, -10, TILE.bounds[3])
+    profile = dict(driver="GTiff", width=8, height=8, count=1, dtype="uint8", transform=transform)
+    with rasterio.open(tmp_path / "one.tif", "w", crs=TILE.crs, **profile) as dataset:
+        dataset.write(np.ones((1, 8, 8), dtype=np.uint8))
+    with rasterio.open(tmp_path / "nocrs.tif", "w", **profile) as dataset:
+        dataset.write(np.ones((1, 8, 8), dtype=np.uint8))
+    server = FlakyServer(tmp_path).start()
+    try:
+        for name, index, problem in (("one", 2, "has 1 band(s), no band 2"), ("nocrs", 1, "has no CRS")):
+            url = f"{server.url}/files/{name}.tif?sv=2024&sig=SECRET{name}"
+            with pytest.raises(RasterReadError) as caught:
+                read_bands([BandRef(url, index=index)], TILE)
+            message = str(caught.value)
+            assert problem in message and f"{name}.tif?sv=2024&sig=***" in message and "SECRET" not in message
+    finally:
+        server.stop()
+        server.server_close()
 
 
 # A whole job ----------------------------------------------------------------------------

@@ -322,6 +322,32 @@ def test_nodata_must_fit_the_output_dtype(three_scenes):
         imagery_for_tile(TILE, request(three_scenes, nodata="-1"))
 
 
+def test_nodata_that_does_not_fit_the_dtype_is_refused_with_the_request():
+    with pytest.raises(ConfigError, match="--nodata -1 does not fit --dtype uint8"):
+        ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "-1", "dtype": "uint8"})
+    with pytest.raises(ConfigError, match=r"--nodata 9{10}\d+ does not fit --dtype float32"):
+        ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "1e39", "dtype": "float32"})
+    assert ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "nan", "dtype": "float32"})
+
+
+def test_values_that_do_not_fit_the_dtype_fail_the_tile_instead_of_wrapping(tmp_path):
+    # uint16 reflectance up to 7500 (a cloud) would wrap to 76 in uint8.
+    bright = scene("bright", 1, 7400, 0.0)
+    catalog = write_catalog(tmp_path, [bright])
+    narrow = {"catalog": catalog, "bands": "red,nir", "dtype": "uint8"}
+    message = (
+        rf"tile {TILE.key}: bands red,nir of scenes bright hold values from 7400 to 7500,"
+        r" beyond the range of --dtype uint8; choose a wider --dtype"
+    )
+    with pytest.raises(ConfigError, match=message):
+        imagery_for_tile(TILE, ImageryRequest.from_options(narrow))
+    # Values that fit are converted; so are the scenes' own dtype and a wider one.
+    assert imagery_for_tile(TILE, ImageryRequest.from_options({**narrow, "dtype": "int16"})).data.max() == 7500
+    dark = write_catalog(tmp_path / "dark", [scene("dark", 1, 100, 0.0)])
+    result = imagery_for_tile(TILE, ImageryRequest.from_options({**narrow, "catalog": dark}))
+    assert result.data.dtype == np.uint8 and result.data[:, 0, 0].tolist() == [100, 200]
+
+
 def test_click_options_feed_from_options():
     seen = {}
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
 from tfchips.errors import ShapeError, TileKeyError, VectorFileError
-from tfchips.grid import Tile
-from tfchips.vectors import read_vector
+from tfchips.grid import Tile, is_tile_key
+from tfchips.vectors import projector, read_vector, segment_length
 
 
 def read_aoi(path: str | os.PathLike, layer: str | int | None = None) -> BaseGeometry:
@@ -20,10 +19,11 @@ def read_aoi(path: str | os.PathLike, layer: str | int | None = None) -> BaseGeo
     Points and lines are kept as they are: they select the tiles that contain them.
     """
     layer_data = read_vector(path, layer)
-    shapes = layer_data.geometries
-    if not layer_data.crs.equals(CRS.from_epsg(4326), ignore_axis_order=True):
-        transformer = Transformer.from_crs(layer_data.crs, 4326, always_xy=True)
-        shapes = shapely.transform(shapes, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    shapes, crs = layer_data.geometries, layer_data.crs
+    if not crs.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+        # Densified first: an edge straight in the file's CRS is a curve in lon/lat.
+        shapes = shapely.segmentize(shapes, segment_length(crs))
+        shapes = shapely.transform(shapes, projector(crs.to_wkt(), "EPSG:4326"))
     shapes = shapely.make_valid(shapes)
     return shapely.union_all(shapes)
 
@@ -36,9 +36,9 @@ def bbox_geometry(bbox: tuple[float, float, float, float]) -> BaseGeometry:
     return shapely.box(west, south, east, north)
 
 
-
 def read_tile_list(path: str | os.PathLike) -> list[Tile]:
-    """Tiles named in a text file (one key per line) or a vector file's ``tile_key`` column.
+    """Tiles named in a text file (one key per line; blank lines and lines starting with
+    ``#`` skipped) or a vector file's ``tile_key`` column.
 
     Lets a dataset be rebuilt exactly, or extended with another product or date
     range over the same tiles. Duplicate keys are dropped, order is kept.
@@ -48,16 +48,17 @@ def read_tile_list(path: str | os.PathLike) -> list[Tile]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VectorFileError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = [line.strip() for line in stream if line.strip() and not line.startswith("#")]
-        keys = lines if all(_looks_like_key(line) for line in lines) else None
-    except UnicodeDecodeError:
-        keys = None
-    if keys is None:
+    lines = _text_lines(path)
+    if lines is not None and all(is_tile_key(line) for _, line in lines):
+        keys = [line for _, line in lines]
+    else:
         try:
             _, _, _, fields = pyogrio.raw.read(path, columns=["tile_key"], read_geometry=False)
         except Exception as error:
+            if lines:
+                # Text, but not a vector format: a list of keys with a bad one, most likely.
+                number, line = next((n, line) for n, line in lines if not is_tile_key(line))
+                raise TileKeyError(f"{path}: malformed tile key {line!r} on line {number}") from None
             raise VectorFileError(
                 f"{path}: neither a list of tile keys nor a vector file with a 'tile_key' column ({error})"
             ) from None
@@ -72,5 +73,12 @@ def read_tile_list(path: str | os.PathLike) -> list[Tile]:
         raise TileKeyError(f"{path}: {error}") from None
 
 
-def _looks_like_key(text: str) -> bool:
-    return text.count(":") == 5
+def _text_lines(path: str) -> list[tuple[int, str]] | None:
+    """(1-based number, text) of the lines of a UTF-8 text file (byte order mark allowed) that
+    are neither blank nor comments, stripped; None when the file is not UTF-8 text."""
+    try:
+        with open(path, encoding="utf-8-sig") as stream:
+            stripped = [(number, line.strip()) for number, line in enumerate(stream, start=1)]
+    except UnicodeDecodeError:
+        return None
+    return [(number, line) for number, line in stripped if line and not line.startswith("#")]

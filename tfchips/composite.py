@@ -33,10 +33,6 @@ class Composite:
     valid: np.ndarray
     used: np.ndarray
 
-    @property
-    def valid_fraction(self) -> float:
-        return float(self.valid.mean()) if self.valid.size else 0.0
-
 
 def scene_order(
     method: str,
@@ -103,7 +99,9 @@ def median(data: np.ndarray, valid: np.ndarray, nodata: float = 0) -> Composite:
     sentinel = np.nan if floating else np.iinfo(data.dtype).max
     # Sorting short rows along the last, contiguous axis is much faster than along the first.
     work = np.empty((bands, rows, cols, scenes), dtype=data.dtype)
-    np.copyto(np.moveaxis(work, -1, 0), np.where(valid[:, np.newaxis], data, np.asarray(sentinel, data.dtype)))
+    by_scene = np.moveaxis(work, -1, 0)
+    np.copyto(by_scene, data)
+    np.copyto(by_scene, np.asarray(sentinel, data.dtype), where=~valid[:, np.newaxis])
     work.sort(axis=-1)
     count = valid.sum(axis=0)
     low = np.maximum((count - 1) // 2, 0)[np.newaxis, :, :, np.newaxis]

@@ -31,6 +31,8 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.features import rasterize
 
+from tfchips.sources.base import as_utc
+
 # Demo area of interest, W, S, E, N in WGS84 degrees: 16 tiles of 64 px at 10 m.
 DEMO_BBOX = (-105.95, 35.68, -105.93, 35.697)
 DEMO_CRS = "EPSG:32613"
@@ -128,6 +130,7 @@ class SceneSpec:
     ``common_names`` gives an asset's ``eo:bands`` common names (one per band).
     ``file_nodata`` is written into the GeoTIFFs, ``stac_nodata`` only into
     ``raster:bands``. ``geometry`` is the WGS84 footprint (default: the raster's bounds).
+    A ``datetime`` without a time zone is taken to be UTC.
     """
 
     id: str
@@ -407,7 +410,7 @@ def _item_json(scene: SceneSpec, assets: dict) -> dict:
             shapely.box(west, min(south, north), east, max(south, north)), abs(scene.transform.a) * 8
         )
         footprint = shapely.transform(ring, to_wgs84.transform, interleaved=False)
-    properties = {"datetime": scene.datetime.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    properties = {"datetime": as_utc(scene.datetime).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if scene.cloud_cover is not None:
         properties["eo:cloud_cover"] = scene.cloud_cover
     if scene.crs.upper().startswith("EPSG:"):

@@ -234,6 +234,12 @@ class Tile(_TileFields):
         return self.key
 
 
+def is_tile_key(text: str) -> bool:
+    """Whether ``text`` is spelled like a tile key, ``tilesize:pad:resolution:zone:ti:tj``
+    (`Tile.from_key` also checks that the values make a tile)."""
+    return isinstance(text, str) and _KEY.fullmatch(text) is not None
+
+
 def key_to_filename(key: str) -> str:
     """File stem for a tile key: ``:`` becomes ``#`` (ESRI Classified Tiles naming)."""
     if not isinstance(key, str) or _KEY.match(key) is None:

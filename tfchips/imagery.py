@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +34,7 @@ from tfchips.composite import METHODS, PRIORITY_METHODS, composite, scene_order
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile
 from tfchips.sources import RESAMPLING, Scene, SceneQuery, Source, open_source
+from tfchips.sources.base import as_utc
 from tfchips.sources.raster import fits_dtype
 
 # Settings that describe where scenes come from and which pixels count.
@@ -112,7 +113,10 @@ class ImageryRequest(Product):
     ``reference_date`` is for ``closest``; when it is not set, the middle of
     ``start``..``end`` is used, else whichever of them is set, else the newest scene wins.
     ``nodata`` defaults to the nodata of the scenes (0 when they declare none); ``dtype``
-    to the scenes' own (float32 for a tile no scene covers).
+    to the scenes' own (float32 for a tile no scene covers). Values are converted to
+    ``dtype`` as numpy converts them (a float is truncated toward zero), but never wrapped
+    around: a tile holding a valid value outside the range of ``dtype`` fails with
+    `ConfigError`, and so does a request whose ``nodata`` does not fit its ``dtype``.
     """
 
     method: str = "closest"
@@ -133,6 +137,8 @@ class ImageryRequest(Product):
             raise ConfigError(f"--resampling must be one of {', '.join(RESAMPLING)}, got {self.resampling!r}")
         if self.dtype is not None:
             _parse_dtype("dtype", self.dtype)
+            if self.nodata is not None and not fits_dtype(self.nodata, np.dtype(self.dtype)):
+                raise ConfigError(f"--nodata {self.nodata} does not fit --dtype {self.dtype}")
         for product in self.merge:
             if len(product.bands) != len(self.bands):
                 raise ConfigError(
@@ -182,7 +188,8 @@ class TileImagery:
 
     ``data`` is (bands, rows, cols), ``nodata`` where a band has no valid value; ``valid``
     (rows, cols) is True where every band has one; ``scenes`` are the ids of the scenes
-    that gave pixels, most preferred first.
+    that gave pixels, the main product's then each stacked product's: most preferred
+    first for a priority method, in time order for ``median``.
     """
 
     data: np.ndarray
@@ -306,6 +313,7 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
         if part.data is None:
             arrays.append(np.full((len(part.bands), *tile.shape), nodata, dtype=dtype))
         else:
+            _check_range(part, dtype, tile)
             data = part.data.astype(dtype)
             data[:, ~part.valid] = nodata
             arrays.append(data)
@@ -318,6 +326,25 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
         scenes=tuple(scene for part in parts for scene in part.scenes),
         valid_fraction=float(valid.mean()),
     )
+
+
+def _check_range(part: _Part, dtype: np.dtype, tile: Tile) -> None:
+    """Refuse valid values that ``dtype`` cannot hold, which numpy would wrap around."""
+    if np.can_cast(part.data.dtype, dtype, "safe"):
+        return
+    values = part.data[:, part.valid]
+    if values.size == 0:
+        return
+    low, high = values.min().item(), values.max().item()
+    if dtype.kind == "f":
+        fits = fits_dtype(low, dtype) and fits_dtype(high, dtype)
+    else:
+        fits = np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max
+    if not fits:
+        raise ConfigError(
+            f"tile {tile.key}: bands {','.join(part.bands)} of scenes {', '.join(part.scenes)} hold values"
+            f" from {low} to {high}, beyond the range of --dtype {dtype}; choose a wider --dtype"
+        )
 
 
 # Option parsing: one parser per setting, shared by the CLI, YAML configs and product specs.
@@ -483,7 +510,7 @@ def _parse_moment(name: str, value: Any, where: str = "", end_of_day: bool = Fal
             raise _fail(name, where, f"expected a date YYYY-MM-DD or an ISO 8601 datetime, got {value!r}") from None
     else:
         raise _fail(name, where, f"expected a date YYYY-MM-DD, got {value!r}")
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return as_utc(moment)
 
 
 def _parse_choice(choices: Sequence[str]) -> Callable[[str, Any, str], str]:

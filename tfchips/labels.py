@@ -11,8 +11,9 @@ in lon/lat, rather than moving the tile into the file's CRS, stays correct for
 every tile whatever the file's CRS: a tile of zone 13 reaching past its 6-degree
 band, or a file in another zone's (or a local) projection whose formulas are
 not valid that far away. Geometries themselves stay in the file's CRS and are
-densified to 100 m segments when loaded, so that an edge that is straight in
-the file's CRS keeps its shape once reprojected (and its envelope stays exact).
+densified to 100 m segments when loaded (`tfchips.vectors.segment_length`), so that
+an edge that is straight in the file's CRS keeps its shape once reprojected (and
+its envelope stays exact).
 
 Overlapping features: the later feature in file order wins (rasterio and
 GDAL's order), so sort the file to put the classes that must stay visible last.
@@ -29,18 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio.features
 import shapely
-from pyproj import CRS, Transformer
 
 from tfchips.errors import ConfigError, LabelError, VectorFileError
 from tfchips.grid import Tile
-from tfchips.vectors import read_vector
+from tfchips.vectors import projector, read_vector, segment_length
 
 logger = logging.getLogger(__name__)
 
 _WGS84 = "EPSG:4326"
-# Longest edge kept when loading; its sagitta after reprojection is below a millimetre.
-_SEGMENT_M = 100.0
-_EARTH_RADIUS_M = 6378137.0
 # Pieces per side of the tile outline used to find its lon/lat envelope.
 _OUTLINE_PIECES = 32
 # Geometries reaching further than this many pixels past a tile are clipped before
@@ -129,7 +126,7 @@ class _Layer:
         if found.size == 0:
             return np.full(tile.shape, fill, dtype=np.uint8)
         # np.unique sorts the indices back into file order, which decides overlaps.
-        geometries = shapely.transform(self.geometries[found], _projector(self.crs_wkt, tile.crs))
+        geometries = shapely.transform(self.geometries[found], projector(self.crs_wkt, tile.crs))
         margin = _CLIP_MARGIN_PX * tile.resolution
         window = np.array(tile.bounds) + np.array([-margin, -margin, margin, margin])
         bounds = shapely.bounds(geometries)
@@ -259,8 +256,8 @@ def _read_layer(
 
     crs = layer_data.crs
     crs_wkt = crs.to_wkt()
-    geometries = shapely.segmentize(geometries, _segment_length(crs))
-    envelopes = shapely.bounds(shapely.transform(geometries, _projector(crs_wkt, _WGS84)))
+    geometries = shapely.segmentize(geometries, segment_length(crs))
+    envelopes = shapely.bounds(shapely.transform(geometries, projector(crs_wkt, _WGS84)))
     # Transforms give inf or NaN outside their domain; a file declared as lon/lat is not
     # transformed at all, so coordinates in another unit show up as out-of-range degrees.
     in_range = (np.abs(envelopes[:, [0, 2]]) <= 360.0) & (np.abs(envelopes[:, [1, 3]]) <= 90.0)
@@ -304,33 +301,13 @@ def _class_values(
     return numbers.astype(np.uint8)
 
 
-def _segment_length(crs: CRS) -> float:
-    """About `_SEGMENT_M` metres expressed in the units of ``crs``'s first axis."""
-    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    if crs.is_geographic:
-        # Angular units: the factor converts them to radians.
-        return _SEGMENT_M / _EARTH_RADIUS_M / factor
-    return _SEGMENT_M / factor
-
-
-@functools.lru_cache(maxsize=256)
-def _projector(source: str, target: str):
-    """Vectorised (N, 2) coordinate function from CRS ``source`` to ``target`` (x/y order)."""
-    transformer = Transformer.from_crs(source, target, always_xy=True)
-
-    def project(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
-
-    return project
-
-
 @functools.lru_cache(maxsize=64)
 def _tile_lonlat_boxes(tile: Tile) -> tuple[shapely.Polygon, ...]:
     """Lon/lat envelope(s) of a tile: two across the antimeridian, up to the pole around one."""
     west, south, east, north = tile.bounds
     outline = shapely.segmentize(shapely.box(west, south, east, north), (east - west) / _OUTLINE_PIECES)
-    lon, lat = _projector(tile.crs, _WGS84)(shapely.get_coordinates(outline)).T
-    pole_x, pole_y = _projector(_WGS84, tile.crs)(np.array([[0.0, 90.0], [0.0, -90.0]])).T
+    lon, lat = projector(tile.crs, _WGS84)(shapely.get_coordinates(outline)).T
+    pole_x, pole_y = projector(_WGS84, tile.crs)(np.array([[0.0, 90.0], [0.0, -90.0]])).T
     holds_pole = (west <= pole_x) & (pole_x <= east) & (south <= pole_y) & (pole_y <= north)
     if holds_pole[0]:
         return (shapely.box(-180.0, lat.min(), 180.0, 90.0),)

@@ -1,19 +1,30 @@
-"""Reading OGR vector files once, with the checks every reader needs.
+"""Reading OGR vector files once, with the checks every reader needs, and reprojecting
+their geometries.
 
 A missing file, an unknown or ambiguous layer, a file without CRS and a file
 without geometries each raise `VectorFileError` naming the file.
+
+Geometries are reprojected vertex by vertex, so an edge that is straight in the file's
+CRS would stay straight in the target CRS and cut the curve it really is there (1.4 km
+off across a 200 km UTM square at 60 N): densify them to `segment_length` first.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from tfchips.errors import VectorFileError
+
+# Longest edge kept before reprojecting, in metres; its sagitta after reprojection is below a millimetre.
+SEGMENT_M = 100.0
+_EARTH_RADIUS_M = 6378137.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,3 +99,25 @@ def _resolve_layer(path: str, layer: str | int | None, layers: np.ndarray, layer
     if isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < len(names):
         return layer
     raise VectorFileError(f"{path}: no layer {layer!r}; layers: {listing}")
+
+
+def segment_length(crs: CRS) -> float:
+    """About `SEGMENT_M` metres expressed in the units of ``crs``'s first axis (degrees
+    for a geographic CRS), for ``shapely.segmentize`` before reprojecting."""
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    if crs.is_geographic:
+        # Angular units: the factor converts them to radians.
+        return SEGMENT_M / _EARTH_RADIUS_M / factor
+    return SEGMENT_M / factor
+
+
+@functools.lru_cache(maxsize=256)
+def projector(source: str, target: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Vectorised (N, 2) coordinate function from CRS ``source`` to ``target`` (any string
+    pyproj takes, WKT included; x/y order, i.e. lon/lat), for ``shapely.transform``."""
+    transformer = Transformer.from_crs(source, target, always_xy=True)
+
+    def project(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+    return project

@@ -48,7 +48,6 @@ class Scene:
     id: str
     datetime: datetime
     cloud_cover: float | None
-    source: str
     handle: Any = field(default=None, compare=False, repr=False)
 
 

@@ -71,7 +71,6 @@ class EarthOneProduct(Source):
                     id=image.id,
                     datetime=as_utc(image.acquired),
                     cloud_cover=None if cloud is None else 100.0 * cloud,
-                    source=self.name,
                     handle=image.id,
                 )
             )
@@ -109,13 +108,15 @@ def check_credentials(name: str) -> None:
     if env.get(eo_auth.EARTHONE_TOKEN):
         return
     client_id = env.get(eo_auth.EARTHONE_CLIENT_ID)
-    secret = env.get(eo_auth.EARTHONE_CLIENT_SECRET) or env.get(eo_auth.EARTHONE_REFRESH_TOKEN)
-    if client_id and secret:
+    # Whichever variable holds the secret that goes with the client id.
+    secrets = (eo_auth.EARTHONE_CLIENT_SECRET, eo_auth.EARTHONE_REFRESH_TOKEN)
+    secret_name = next((variable for variable in secrets if env.get(variable)), None)
+    if client_id and secret_name:
         return
     if client_id:
         raise CredentialsError(f"{name}: EARTHONE_CLIENT_ID is set but no secret; set EARTHONE_CLIENT_SECRET")
-    if secret:
-        raise CredentialsError(f"{name}: EARTHONE_CLIENT_SECRET is set but no id; set EARTHONE_CLIENT_ID")
+    if secret_name:
+        raise CredentialsError(f"{name}: {secret_name} is set but no id; set EARTHONE_CLIENT_ID")
     token_file = env.get(eo_auth.EARTHONE_TOKEN_INFO_PATH) or eo_auth.DEFAULT_TOKEN_INFO_PATH
     if os.path.isfile(token_file):
         return

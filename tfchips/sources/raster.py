@@ -13,7 +13,6 @@ import ctypes.util
 import functools
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -21,10 +20,11 @@ from typing import Sequence
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import reproject, transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from tfchips.errors import RasterReadError
 from tfchips.grid import Tile
@@ -95,9 +95,9 @@ def _read_href(
 ) -> Pixels:
     """One file's bands; a remote file is read again from scratch after a failure.
 
-    GDAL already retries each HTTP request on timeouts and 5xx/429 answers, but not
-    after a truncated body, and it caches what it fetched, truncated blocks included:
-    so the whole read is retried, each time with GDAL's cache of remote files dropped.
+    GDAL caches what it fetched, truncated blocks included, so the whole read is retried,
+    each time with GDAL's cache of remote files dropped; GDAL itself does not retry (see
+    `RetryPolicy.gdal_options`), so a file is tried at most ``attempts`` times in all.
     """
 
     def read() -> Pixels:
@@ -108,7 +108,9 @@ def _read_href(
         if not href.startswith(_REMOTE):
             return read()
         return with_retries(read, policy, _transient_gdal_error, _forget_remote_files, f"reading {redact_url(href)}")
-    except (RasterioError, CRSError, RetryError) as error:
+    # GDAL errors that rasterio does not wrap (PROJ finding no transformation between two
+    # CRSs, say) are CPLE_BaseError, not RasterioError.
+    except (RasterioError, CRSError, CPLE_BaseError, RetryError) as error:
         raise RasterReadError(redact_text(f"{prefix}cannot read {href}: {first_line(error)}")) from None
 
 
@@ -156,9 +158,9 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
     indexes = [ref.index for ref in refs]
     for index in indexes:
         if not 1 <= index <= dataset.count:
-            raise RasterReadError(f"{prefix}{dataset.name} has {dataset.count} band(s), no band {index}")
+            raise RasterReadError(redact_text(f"{prefix}{dataset.name} has {dataset.count} band(s), no band {index}"))
     if dataset.crs is None:
-        raise RasterReadError(f"{prefix}{dataset.name} has no CRS")
+        raise RasterReadError(redact_text(f"{prefix}{dataset.name} has no CRS"))
     declared = [
         dataset.nodatavals[index - 1] if dataset.nodatavals[index - 1] is not None else ref.nodata
         for index, ref in zip(indexes, refs)
@@ -166,14 +168,12 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
     dtype = np.dtype(dataset.dtypes[indexes[0] - 1])
     rows, cols = tile.shape
     bounds = transform_bounds(tile.crs, dataset.crs, *tile.bounds, densify_pts=21)
-    factor = _overview_factor(dataset, indexes[0], bounds, tile.shape)
-    window = _source_window(dataset, bounds, _KERNEL_MARGIN * factor)
-    if window is None:
+    source = _source_window(dataset, bounds, _overview_factor(dataset, indexes[0], bounds, tile.shape))
+    if source is None:
         return Pixels(np.ma.masked_all((len(refs), rows, cols), dtype=dtype), declared[0])
 
-    out_shape = (len(indexes), math.ceil(window.height / factor), math.ceil(window.width / factor))
     # Asking GDAL for a decimated window makes it read the matching overview.
-    data = dataset.read(indexes, window=window, out_shape=out_shape, masked=True)
+    data = dataset.read(indexes, window=source.window, out_shape=(len(indexes), *source.shape), masked=True)
     invalid = np.ma.getmaskarray(data).copy()
     raw = np.asarray(data.data)
     for band, value in enumerate(declared):
@@ -182,13 +182,10 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
         invalid[band] |= np.isnan(raw[band]) if np.isnan(value) else raw[band] == value
     if raw.dtype.kind == "f":
         invalid |= np.isnan(raw)
-    src_transform = dataset.window_transform(window) @ Affine.scale(
-        window.width / out_shape[2], window.height / out_shape[1]
-    )
     fill = next((v for v in declared if v is not None and fits_dtype(v, raw.dtype)), 0)
     filled = np.where(invalid, np.asarray(fill, dtype=raw.dtype), raw)
     warped = np.full((len(indexes), rows, cols), fill, dtype=raw.dtype)
-    common = dict(src_transform=src_transform, src_crs=dataset.crs, dst_transform=tile.transform, dst_crs=tile.crs)
+    common = dict(src_transform=source.transform, src_crs=dataset.crs, dst_transform=tile.transform, dst_crs=tile.crs)
     reproject(
         filled,
         warped,
@@ -215,25 +212,58 @@ def _overview_factor(dataset, index: int, bounds: tuple, shape: tuple[int, int])
     return max(usable, default=1)
 
 
-def _source_window(dataset, bounds: tuple, margin: int) -> Window | None:
-    """Pixel window of ``bounds`` (in the dataset CRS) grown by ``margin``, clipped to the raster."""
-    if not dataset.transform.is_rectilinear:
-        return Window(0, 0, dataset.width, dataset.height)
-    window = from_bounds(*bounds, transform=dataset.transform)
-    col0 = max(math.floor(window.col_off) - margin, 0)
-    row0 = max(math.floor(window.row_off) - margin, 0)
-    col1 = min(math.ceil(window.col_off + window.width) + margin, dataset.width)
-    row1 = min(math.ceil(window.row_off + window.height) + margin, dataset.height)
+@dataclass(frozen=True)
+class _SourceWindow:
+    """What to ask GDAL for: a window in full-resolution pixels (fractional when overview
+    pixels are not a whole number of them), the (rows, cols) it comes back as, and the
+    transform of those pixels in the dataset CRS."""
+
+    window: Window
+    shape: tuple[int, int]
+    transform: Affine
+
+
+def _source_window(dataset, bounds: tuple, factor: int = 1, margin: int = _KERNEL_MARGIN) -> _SourceWindow | None:
+    """The pixels of the overview with decimation ``factor`` (1: full resolution) under
+    ``bounds`` (in the dataset CRS), grown by ``margin`` of them, clipped to the raster.
+
+    The window covers whole overview pixels: asked for one that starts inside an overview
+    pixel, GDAL reads from the nearest whole one, up to half a pixel away from where the
+    window says. GDAL makes an overview ceil(width / factor) pixels wide over the full
+    raster's extent, so its pixels are width / ceil(width / factor) full pixels wide: not
+    quite ``factor`` when the width is not a multiple of it. Any affine transform works
+    (north-up, south-up, rotated): the window is the pixel-space envelope of the corners.
+    """
+    width, height = dataset.width, dataset.height
+    cols, rows = math.ceil(width / factor), math.ceil(height / factor)
+    left, bottom, right, top = bounds
+    inverse = ~dataset.transform
+    xs, ys = zip(*(inverse @ corner for corner in ((left, bottom), (left, top), (right, bottom), (right, top))))
+    col0 = max(math.floor(min(xs) * cols / width) - margin, 0)
+    row0 = max(math.floor(min(ys) * rows / height) - margin, 0)
+    col1 = min(math.ceil(max(xs) * cols / width) + margin, cols)
+    row1 = min(math.ceil(max(ys) * rows / height) + margin, rows)
     if col1 <= col0 or row1 <= row0:
         return None
-    return Window(col0, row0, col1 - col0, row1 - row0)
+    window = Window(
+        col0 * width / cols, row0 * height / rows, (col1 - col0) * width / cols, (row1 - row0) * height / rows
+    )
+    transform = (
+        dataset.transform
+        @ Affine.translation(window.col_off, window.row_off)
+        @ Affine.scale(width / cols, height / rows)
+    )
+    return _SourceWindow(window, (row1 - row0, col1 - col0), transform)
 
 
 def fits_dtype(value: float, dtype: np.dtype) -> bool:
-    """Whether ``value`` survives a round trip through ``dtype`` (any value fits a float dtype)."""
+    """Whether ``value`` can be stored in ``dtype``: a whole number within an integer dtype's
+    range; for a float dtype NaN, infinities and any number that does not overflow it to
+    infinity (it is stored rounded to the nearest value the dtype holds)."""
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        return True
+        with np.errstate(over="ignore"):
+            return not math.isfinite(value) or bool(np.isfinite(dtype.type(value)))
     if isinstance(value, float) and not value.is_integer():  # also False for NaN and infinities
         return False
     info = np.iinfo(dtype)

@@ -94,13 +94,13 @@ class RetryPolicy:
         return min(wait, self.max_backoff)
 
     def gdal_options(self) -> dict[str, str]:
-        """GDAL configuration options that make GDAL retry each HTTP request the same way.
+        """GDAL configuration options for a read that `with_retries` retries as a whole.
 
-        GDAL backs off exponentially with jitter itself but (3.10) ignores ``Retry-After``.
+        GDAL must not retry requests itself as well: its tries would multiply these,
+        ``attempts`` squared in all. Its timeouts are this policy's.
         """
         return {
-            "GDAL_HTTP_MAX_RETRY": str(self.attempts - 1),
-            "GDAL_HTTP_RETRY_DELAY": f"{self.backoff:g}",
+            "GDAL_HTTP_MAX_RETRY": "0",
             "GDAL_HTTP_TIMEOUT": f"{self.timeout:g}",
             "GDAL_HTTP_CONNECTTIMEOUT": f"{self.timeout:g}",
         }

@@ -39,20 +39,20 @@ from tfchips.sources.retry import TRANSIENT_STATUS, RetryPolicy, TransientError,
 SIGNERS = {"planetarycomputer.microsoft.com": "planetary_computer"}
 
 
-def scene_from_item(item: pystac.Item, source: str) -> Scene:
+def scene_from_item(item: pystac.Item) -> Scene:
     """The `Scene` of a STAC item: its id, datetime (or start_datetime) and ``eo:cloud_cover``."""
     label = _item_label(item)
     when = item.datetime or item.common_metadata.start_datetime
     if when is None:
         raise ItemError(f"{label} has no datetime")
     cloud = item.properties.get("eo:cloud_cover")
-    if cloud is not None and not (isinstance(cloud, (int, float)) and math.isfinite(cloud)):
+    number = isinstance(cloud, (int, float)) and not isinstance(cloud, bool)
+    if cloud is not None and not (number and math.isfinite(cloud)):
         raise ItemError(f"{label} has eo:cloud_cover {cloud!r}; expected a number of percent")
     return Scene(
         id=item.id,
         datetime=as_utc(when),
         cloud_cover=None if cloud is None else float(cloud),
-        source=source,
         handle=item,
     )
 
@@ -87,7 +87,7 @@ class StaticCatalog(_ItemSource):
         for item in _walk(_catalog_file(href)):
             if collection is not None and item.collection_id != collection:
                 continue
-            self._scenes.append(scene_from_item(item, href))
+            self._scenes.append(scene_from_item(item))
             footprints.append(_footprint(item))
         if collection is not None and not self._scenes:
             raise CatalogError(f"{href}: no items in collection {collection!r}")
@@ -144,7 +144,7 @@ class StacApi(_ItemSource):
             message = f"{self.name}: search failed for tile {tile.key} ({first_line(error)})"
             raise CatalogError(redact_text(message)) from None
         # Filter again here: servers differ on open intervals and some ignore `query`.
-        scenes = [scene_from_item(item, self.name) for item in items]
+        scenes = [scene_from_item(item) for item in items]
         return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
 
 
@@ -196,23 +196,40 @@ def _catalog_file(href: str) -> str:
 
 
 def _walk(href: str) -> Iterator[pystac.Item]:
-    """Items under a catalog, depth first, read one file at a time so errors can name it."""
+    """Items under a catalog, depth first, read one file at a time so errors can name it.
+
+    Each catalog and item file is read once, however many links lead to it: a child link
+    back up the tree would otherwise be followed forever.
+    """
     root = _read(href, CatalogError)
     if isinstance(root, pystac.Item):
         raise CatalogError(f"{href}: is a STAC item, not a catalog or collection")
+    seen = {_absolute(href)}
     stack = [root]
     while stack:
         catalog = stack.pop()
         for link in catalog.links:
+            if link.rel not in ("item", "child"):
+                continue
+            target = link.get_absolute_href()
+            key = _absolute(target)
+            if key in seen:
+                continue
+            seen.add(key)
             if link.rel == "item":
-                item = _read(link.get_absolute_href(), ItemError)
+                item = _read(target, ItemError)
                 if not isinstance(item, pystac.Item):
-                    raise ItemError(f"{link.get_absolute_href()}: linked as an item but is a {type(item).__name__}")
+                    raise ItemError(f"{target}: linked as an item but is a {type(item).__name__}")
                 yield item
-            elif link.rel == "child":
-                child = _read(link.get_absolute_href(), CatalogError)
+            else:
+                child = _read(target, CatalogError)
                 if isinstance(child, pystac.Catalog):
                     stack.append(child)
+
+
+def _absolute(href: str) -> str:
+    """One spelling per file: local paths made absolute and normalised, URLs as they are."""
+    return href if "://" in href else os.path.normpath(os.path.abspath(href))
 
 
 def _read(href: str, error_type: type[Exception]):
@@ -249,12 +266,16 @@ def _band_ref(item: pystac.Item, name: str) -> BandRef:
         if count > 1:
             names = ", ".join(str(b.get("common_name") or b.get("name")) for b in _band_list(asset))
             raise ItemError(f"{label}: asset {name!r} has {count} bands; ask for one of them by name ({names})")
-        return BandRef(_href(item, name, asset), 1, _stac_nodata(asset, 0))
+        return BandRef(_href(item, name, asset), 1, _stac_nodata(item, name, asset, 0))
     for key in ("name", "common_name", "eo:common_name"):
         for asset_key, candidate in item.assets.items():
             for position, band in enumerate(_band_list(candidate)):
                 if band.get(key) == name:
-                    return BandRef(_href(item, asset_key, candidate), position + 1, _stac_nodata(candidate, position))
+                    return BandRef(
+                        _href(item, asset_key, candidate),
+                        position + 1,
+                        _stac_nodata(item, asset_key, candidate, position),
+                    )
     raise ItemError(
         f"{label} has no asset or eo:bands name {name!r}; assets: {', '.join(sorted(item.assets)) or 'none'}"
     )
@@ -264,19 +285,27 @@ def _band_list(asset: pystac.Asset) -> list[dict]:
     return asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []
 
 
-def _stac_nodata(asset: pystac.Asset, position: int) -> int | float | None:
+def _stac_nodata(item: pystac.Item, key: str, asset: pystac.Asset, position: int) -> int | float | None:
     """Nodata of band ``position`` from the raster extension (or STAC 1.1 ``bands``)."""
     for field in ("raster:bands", "bands"):
         bands = asset.extra_fields.get(field) or []
         if position < len(bands) and bands[position].get("nodata") is not None:
-            return _number(bands[position]["nodata"])
+            return _nodata_number(item, key, field, bands[position]["nodata"])
     value = asset.extra_fields.get("nodata")
-    return None if value is None else _number(value)
+    return None if value is None else _nodata_number(item, key, "nodata", value)
 
 
-def _number(value) -> int | float:
-    # The raster extension writes non-finite nodata as the strings "nan", "inf", "-inf".
-    return float(value) if isinstance(value, str) else value
+def _nodata_number(item: pystac.Item, key: str, field: str, value) -> int | float:
+    """A nodata value as a number; the raster extension writes non-finite ones as the
+    strings "nan", "inf" and "-inf"."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise ItemError(f"{_item_label(item)}: asset {key!r} has {field} nodata {value!r}; expected a number")
 
 
 def _href(item: pystac.Item, key: str, asset: pystac.Asset) -> str:
