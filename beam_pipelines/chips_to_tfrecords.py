@@ -5,16 +5,23 @@
 
 Takes the options of ``tfchips to-tfrecords``; the rest go to Beam's PipelineOptions.
 Records are the same as the local writer's; which shard holds a record, and the order
-within a shard, are Beam's to choose. Compression: none or gzip.
+within a shard, are Beam's to choose. Compression: none or gzip. A local OUT is checked
+like the local writer's (``--overwrite``) and shards of an earlier run are removed; an
+OUT URL (``gs://...``) is neither checked nor cleaned: write each run to a fresh prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 import sys
+import zlib
+from typing import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfchips import storage
@@ -22,29 +29,39 @@ from tfchips.chips import ChipPair, read_manifest
 from tfchips.cli.main import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
-from tfchips.errors import ChipError, ConfigError
+from tfchips.errors import ChipError, ConfigError, RecordError
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.encoder import EncodedChip
-from tfchips.records.plan import assign_splits, parse_split_by
+from tfchips.records.plan import parse_split_by, plan_shards
 from tfchips.records.writer import (
     COMPRESSIONS,
+    DATASET_JSON,
     BadChip,
+    DatasetSummary,
     ShardInfo,
+    Signature,
+    accumulate,
+    check_output_folder,
+    check_signature,
     checked_pairs,
-    combined_spec,
     computed_or_manifest_statistics,
     dataset_description,
     encode_or_bad,
+    majority_signature,
+    remove_stale_files,
     settled_record_options,
     shard_counts,
+    worker_pool,
     write_dataset_json,
 )
 
 _BEAM_COMPRESSION = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
+_BLOCK = 1 << 20
 
 
-def encode(pair: ChipPair, options: RecordOptions, skip_bad: bool) -> EncodedChip | BadChip:
-    result = encode_or_bad(pair, options)
+def encode(pair: ChipPair, options: RecordOptions, skip_bad: bool, reference: Signature | None = None):
+    """`encode_or_bad`, then `check_signature`; a bad chip fails the pipeline unless ``skip_bad``."""
+    result = check_signature(encode_or_bad(pair, options), reference)
     if isinstance(result, BadChip) and not skip_bad:
         # Failing the pipeline here leaves Beam's temporary shards unpublished.
         raise ChipError(f"{result.reason} (--skip-bad leaves bad chips out)")
@@ -52,48 +69,90 @@ def encode(pair: ChipPair, options: RecordOptions, skip_bad: bool) -> EncodedChi
 
 
 class CombineDataset(beam.CombineFn):
-    """Image and label specs and merged statistics of every encoded chip."""
+    """The `DatasetSummary` of every encoded chip."""
 
-    def create_accumulator(self):
-        return None, None, None
+    def create_accumulator(self) -> DatasetSummary:
+        return DatasetSummary()
 
-    def add_input(self, accumulator, chip: EncodedChip):
-        image, label, statistics = accumulator
-        image = combined_spec(image, chip.image, chip.name)
-        label = combined_spec(label, chip.label, chip.name)
-        if chip.statistics is not None:
-            statistics = chip.statistics if statistics is None else statistics.merge(chip.statistics)
-        return image, label, statistics
+    def add_input(self, summary: DatasetSummary, chip: EncodedChip) -> DatasetSummary:
+        return accumulate(summary, chip)
 
-    def merge_accumulators(self, accumulators):
-        image = label = statistics = None
-        for other_image, other_label, other_statistics in accumulators:
-            if other_image is not None:
-                image = combined_spec(image, other_image, "another worker's chips")
-                label = combined_spec(label, other_label, "another worker's chips")
-            if other_statistics is not None:
-                statistics = other_statistics if statistics is None else statistics.merge(other_statistics)
-        return image, label, statistics
+    def merge_accumulators(self, summaries: Iterable[DatasetSummary]) -> DatasetSummary:
+        merged = DatasetSummary()
+        for summary in summaries:
+            merged = merged.merge(summary, "another worker's chips")
+        return merged
 
-    def extract_output(self, accumulator):
-        return accumulator
+    def extract_output(self, summary: DatasetSummary) -> DatasetSummary:
+        return summary
+
+
+def _hashed(stream, digest) -> Iterator[bytes]:
+    """The blocks of ``stream``, each added to ``digest`` as it is read."""
+    for block in iter(lambda: stream.read(_BLOCK), b""):
+        digest.update(block)
+        yield block
+
+
+def _gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream (one member or more) read in blocks."""
+    inflate = zlib.decompressobj(wbits=31)
+    for block in blocks:
+        while block:
+            yield inflate.decompress(block)
+            block = inflate.unused_data  # the start of the next member, if this one ended
+            if inflate.eof:
+                inflate = zlib.decompressobj(wbits=31)
+
+
+def _count_records(chunks: Iterable[bytes], path: str) -> int:
+    """Records in a TFRecord byte stream; each is an 8-byte little-endian length, a 4-byte CRC, data, a 4-byte CRC."""
+    pending, records = bytearray(), 0
+    for chunk in chunks:
+        pending += chunk
+        position = 0
+        while len(pending) - position >= 12:
+            end = position + 16 + struct.unpack_from("<Q", pending, position)[0]
+            if end > len(pending):
+                break
+            records, position = records + 1, end
+        del pending[:position]
+    if pending:
+        raise RecordError(f"{path}: truncated TFRecord shard ({len(pending)} bytes after the last whole record)")
+    return records
 
 
 def shard_info(path: str, compression: str) -> tuple[str, ShardInfo]:
-    """(split, ShardInfo) of a finished shard file."""
-    import tensorflow as tf
-
-    records = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type=COMPRESSIONS[compression][0]))
+    """(split, ShardInfo) of a finished shard, local or URL: its records counted as it is hashed, in one read."""
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        blocks = _hashed(stream, digest)
+        records = _count_records(_gunzip(blocks) if compression == "gzip" else blocks, path)
     name = path.rsplit("/", 1)[-1]
-    return name.split("-", 1)[0], ShardInfo(name, records, storage.sha256(path))
+    return name.split("-", 1)[0], ShardInfo(name, records, digest.hexdigest())
 
 
-def describe(_, combined, shards, bad, unpaired, options: WriterOptions, class_names, manifest_statistics, out: str) -> None:
-    image, label, statistics = combined
-    if image is None:
+def describe(
+    _,
+    summary: DatasetSummary,
+    shards: list[tuple[str, ShardInfo]],
+    bad: list[BadChip],
+    unpaired: list[BadChip],
+    options: WriterOptions,
+    class_names: dict | None,
+    manifest_statistics: dict | None,
+    out: str,
+    stale: list[str],
+) -> None:
+    """Write dataset.json, once every shard is in place; shards of an earlier run not rewritten go first."""
+    if summary.image is None:
         raise ChipError("every chip is bad; nothing to write")
-    splits = {split: sorted((s for name, s in shards if name == split), key=lambda s: s.file) for split in options.splits}
-    stats, source = computed_or_manifest_statistics(options, statistics, image.band_names, manifest_statistics)
+    splits = {split: sorted((s for n, s in shards if n == split), key=lambda s: s.file) for split in options.splits}
+    remove_stale_files(stale, keep=[storage.join(out, s.file) for infos in splits.values() for s in infos])
+    stats, source = computed_or_manifest_statistics(
+        options, summary.statistics, summary.image.band_names, manifest_statistics
+    )
+    image, label = summary.image, summary.label
     description = dataset_description(options, image, label, splits, class_names, stats, source, [*unpaired, *bad])
     write_dataset_json(out, description)
 
@@ -105,11 +164,15 @@ def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions)
     manifest = read_manifest(chips)
     records, _ = settled_record_options(options, manifest.statistics)
     counts = shard_counts(folder.pairs, options, records)
+    reference = None
+    if options.skip_bad:  # as the local writer: chips unlike most are bad, whatever order they come in
+        with worker_pool(options.workers) as executor:
+            reference = majority_signature(folder.pairs, executor, 2 * options.workers)
     encoded = (
         pipeline
         | "Chips" >> beam.Create(folder.pairs)
         | "Spread" >> beam.Reshuffle()
-        | "Encode" >> beam.Map(encode, records, options.skip_bad)
+        | "Encode" >> beam.Map(encode, records, options.skip_bad, reference)
     )
     names = [p.name for p in folder.pairs]
     write_records(encoded, names, counts, options, out, manifest.class_names, manifest.statistics, unpaired)
@@ -132,15 +195,23 @@ def write_records(
 ) -> None:
     """Shard ``encoded`` chips (EncodedChip or BadChip) by split with Beam's TFRecord sink, then dataset.json.
 
-    ``names`` are every chip name the pipeline may encode: splits are assigned from them up front.
+    ``names`` are every chip name the pipeline may encode: splits, and shard counts
+    capped at a split's chips, are planned from them up front as the local writer
+    plans them; a split without chips gets no shard. A local ``out`` is checked
+    (`check_output_folder`): an earlier run's dataset.json is removed now (Beam
+    rewrites shards in place) and its other shards once the new ones are written.
     """
     pipeline = encoded.pipeline
-    split_of = assign_splits(names, options.splits, parse_split_by(options.split_by), options.seed)
+    plan = plan_shards(names, counts, options.splits, parse_split_by(options.split_by), options.seed)
+    split_of = {name: split for name, (split, _) in plan.assignments().items()}
+    stale = [] if storage.is_url(out) else check_output_folder(out, options.overwrite)
+    remove_stale_files([path for path in stale if os.path.basename(path) == DATASET_JSON])
     good = encoded | "Good" >> beam.Filter(lambda r: isinstance(r, EncodedChip))
     bad = encoded | "Bad" >> beam.Filter(lambda r: isinstance(r, BadChip))
     written = []
-    for split in options.splits:
-        shards = counts[split] if isinstance(counts, dict) else counts
+    for split, shards in plan.shards.items():
+        if not shards:
+            continue
         written.append(
             good
             | f"In{split}" >> beam.Filter(lambda chip, split=split: split_of[chip.name] == split)
@@ -148,7 +219,7 @@ def write_records(
             | f"Write{split}" >> beam.io.WriteToTFRecord(
                 storage.join(out, split),
                 file_name_suffix=COMPRESSIONS[options.compression][1],
-                num_shards=shards,
+                num_shards=len(shards),
                 shard_name_template="-SSSSS-of-NNNNN",
                 compression_type=_BEAM_COMPRESSION[options.compression],
             )
@@ -168,6 +239,7 @@ def write_records(
             class_names,
             manifest_statistics,
             out,
+            stale,
         )
     )
 
@@ -183,8 +255,6 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     options = writer_options(values)
-    if not storage.is_url(values["out"]):
-        os.makedirs(values["out"], exist_ok=True)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         build(pipeline, values["chips"], values["out"], options)
 

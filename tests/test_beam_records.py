@@ -89,3 +89,64 @@ def test_unpaired_chips_are_named_unless_skipped(chips, tmp_path):
     chips_to_tfrecords.main([str(broken), str(tmp_path / "out"), "--encoding", "bytes", "--shards", "1", "--skip-bad"])
     described = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert [s["name"] for s in described["skipped"]] == [f"images/{lonely.name}"]
+
+
+def test_shards_are_capped_at_a_splits_chips_and_overwrite_replaces_an_earlier_run(chips, tmp_path):
+    from tfchips.chips import find_chip_pairs
+    from tfchips.errors import ConfigError
+    from tfchips.records.plan import plan_shards
+
+    out = tmp_path / "out"
+    splits = {"train": 0.98, "val": 0.01, "test": 0.01}
+    plan = plan_shards([p.name for p in find_chip_pairs(str(chips)).pairs], 8, splits)
+    assert sorted(map(len, plan.shards.values()))[:2] == [0, 1]  # a split without chips, one with fewer than 8
+    chips_to_tfrecords.main([str(chips), str(out), "--split", "train=0.98,val=0.01,test=0.01", "--shards", "8"])
+    described = read_dataset_json(str(out))
+    for split, shards in plan.shards.items():
+        # As the local writer: no more shards than chips, no empty shard, none for a split without chips.
+        assert [s["records"] for s in described["splits"][split]["shards"]] == [len(names) for names in shards]
+    with pytest.raises(ConfigError, match="--overwrite"):
+        chips_to_tfrecords.main([str(chips), str(out), "--shards", "1"])
+    chips_to_tfrecords.main([str(chips), str(out), "--shards", "1", "--overwrite"])
+    assert sorted(p.name for p in out.iterdir()) == ["data-00000-of-00001.tfrecord", "dataset.json"]
+
+
+def test_skip_bad_leaves_out_the_chip_unlike_most(chips, tmp_path):
+    import shutil
+
+    import rasterio
+
+    copy = tmp_path / "chips"
+    shutil.copytree(chips, copy)
+    odd = sorted((copy / "images").iterdir())[0]
+    with rasterio.open(odd) as dataset:
+        profile, pixels = dataset.profile, dataset.read()
+    with rasterio.open(odd, "w", **{**profile, "dtype": "float32", "nodata": None}) as dataset:
+        dataset.write(pixels.astype("float32"))
+    chips_to_tfrecords.main([str(copy), str(tmp_path / "out"), "--shards", "1", "--skip-bad"])
+    described = read_dataset_json(str(tmp_path / "out"))
+    assert [s["name"] for s in described["skipped"]] == [odd.stem]
+    assert described["splits"]["data"]["records"] == len(list((copy / "images").iterdir())) - 1
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_shard_info_counts_records_while_hashing(tmp_path, compression):
+    import hashlib
+
+    import tensorflow as tf
+
+    from tfchips.errors import RecordError
+
+    path = str(tmp_path / f"train-00000-of-00001.tfrecord{'.gz' if compression == 'gzip' else ''}")
+    records = [b"a" * 10, b"", b"b" * (3 << 20), b"c" * 7]  # one record larger than a read block
+    with tf.io.TFRecordWriter(path, "GZIP" if compression == "gzip" else "") as writer:
+        for record in records:
+            writer.write(record)
+    data = open(path, "rb").read()
+    split, info = chips_to_tfrecords.shard_info(path, compression)
+    assert (split, info.file, info.records) == ("train", path.rsplit("/", 1)[-1], 4)
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    if compression == "none":
+        open(path, "wb").write(data[:-3])
+        with pytest.raises(RecordError, match="truncated TFRecord shard"):
+            chips_to_tfrecords.shard_info(path, compression)

@@ -203,3 +203,42 @@ def test_manifest_ours_esri_and_none(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(ChipError, match="manifest.json"):
         read_manifest(tmp_path)
+
+
+def test_manifest_that_is_not_an_object_or_unreadable_names_the_file(tmp_path):
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ChipError, match=r"manifest\.json: not a valid chip manifest .*JSON object"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"statistics": [1, 2]}))
+    with pytest.raises(ChipError, match=r"manifest\.json: not a valid chip manifest .*statistics"):
+        read_manifest(tmp_path)
+    not_a_folder = tmp_path / "manifest.json"
+    with pytest.raises(ChipError, match=r"manifest\.json: cannot read chip manifest"):
+        read_manifest(not_a_folder)  # listing it fails: an OSError, reported as a ChipError naming it
+
+
+def test_chips_read_in_threads_leave_the_warning_filters_alone(tmp_path, monkeypatch):
+    """Two header reads that overlap; the first one ends first (what a thread pool does at random)."""
+    import threading
+
+    write_raster(str(tmp_path / "a.png"), np.zeros((1, 4, 4), "uint8"), "PNG", crs=None, transform=None)
+    first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+    opened = rasterio.open
+
+    def overlapping_open(path, *args, **kwargs):
+        if not first_inside.is_set():
+            first_inside.set()
+            second_inside.wait(5)
+        else:
+            second_inside.set()
+            first_done.wait(5)
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", overlapping_open)
+    before = list(warnings.filters)
+    second = threading.Thread(target=lambda: (first_inside.wait(5), read_chip_header(tmp_path / "a.png")))
+    second.start()
+    read_chip_header(tmp_path / "a.png")
+    first_done.set()
+    second.join(10)
+    assert warnings.filters == before

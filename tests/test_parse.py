@@ -322,3 +322,31 @@ def test_an_empty_split_is_a_clear_error(chips, tmp_path):
     out = records(chips, tmp_path / "records", splits={"train": 0.95, "val": 0.05})  # 6 chips: none for val
     with pytest.raises(RecordError, match="split 'val' has no records"):
         make_dataset(str(out), "val")
+
+
+def test_write_prediction_picks_a_dtype_that_holds_nodata(array_records, tmp_path):
+    paths, _ = find_shards(array_records, "train")
+    example = decode_example(next(iter(tf.data.TFRecordDataset(paths[:1]))).numpy())
+    classes = np.arange(32 * 32, dtype=np.int64).reshape(32, 32) % 4
+    path = write_prediction(tmp_path / "classes.tif", classes, example, nodata=-1)
+    with rasterio.open(path) as written:
+        assert written.dtypes == ("int16",) and written.nodata == -1
+        np.testing.assert_array_equal(written.read(1), classes)
+    with pytest.raises(ChipError, match=r"bad\.tif: nodata 0\.5 is not a whole number"):
+        write_prediction(tmp_path / "bad.tif", classes, example, nodata=0.5)
+
+
+def test_find_shards_reads_dataset_json_once(array_records, monkeypatch):
+    import tfchips.parse
+    import tfchips.records.writer
+
+    reads = []
+
+    def counted(out):
+        reads.append(out)
+        return read_dataset_json(out)
+
+    monkeypatch.setattr(tfchips.parse, "read_dataset_json", counted)
+    monkeypatch.setattr(tfchips.records.writer, "read_dataset_json", counted)
+    paths, description = find_shards(array_records, "val")
+    assert len(paths) == 2 and description["splits"]["val"]["records"] == 3 and len(reads) == 1

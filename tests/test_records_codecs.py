@@ -122,3 +122,100 @@ def test_truncated_geotiff_is_reported(tmp_path):
         read_geotiff_header(path, data[: len(data) - 200])
     with pytest.raises(ChipError, match=r"chip\.tif: truncated TIFF"):
         read_geotiff_header(path, data[:12])
+
+
+def patch_tag(data: bytes, tag: int, count: int | None = None, values: tuple[int, ...] | None = None) -> bytes:
+    """A classic little-endian TIFF with the count (or the first 16-bit values) of one first-IFD tag replaced."""
+    import struct
+
+    patched = bytearray(data)
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * entry
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            if count is not None:
+                struct.pack_into("<I", patched, at + 4, count)
+            if values is not None:
+                struct.pack_into(f"<{len(values)}H", patched, struct.unpack_from("<I", data, at + 8)[0], *values)
+            return bytes(patched)
+    raise AssertionError(f"no tag {tag}")
+
+
+@pytest.mark.parametrize(
+    "damage, transform",
+    [
+        ("geokeys claim 50 keys", Affine(10, 0, 500000, 0, -10, 4000000)),
+        ("short pixel scale", Affine(10, 0, 500000, 0, -10, 4000000)),
+        ("short transformation", Affine(2, 0.5, 1000, 0.25, -2, 5000)),
+        ("empty width", Affine(10, 0, 500000, 0, -10, 4000000)),
+    ],
+)
+def test_malformed_geotiff_tags_leave_the_header_to_gdal(tmp_path, damage, transform):
+    from tfchips.chips import ChipPair
+    from tfchips.records import RecordOptions
+    from tfchips.records.writer import BadChip, EncodedChip, encode_or_bad
+
+    path = write_raster(str(tmp_path / "images" / "x.tif"), np.ones((1, 8, 8), "uint8"), transform=transform)
+    write_raster(str(tmp_path / "labels" / "x.tif"), np.ones((1, 8, 8), "uint8"), transform=transform)
+    data = open(path, "rb").read()
+    if damage == "geokeys claim 50 keys":
+        data = patch_tag(data, 34735, values=(1, 1, 0, 50))
+    elif damage == "short pixel scale":
+        data = patch_tag(data, 33550, count=1)
+    elif damage == "short transformation":
+        data = patch_tag(data, 34264, count=4)
+    else:
+        data = patch_tag(data, 256, count=0)
+    open(path, "wb").write(data)
+    assert read_geotiff_header(path, data) is None
+    pair = ChipPair("x", None, path, str(tmp_path / "labels" / "x.tif"))
+    assert isinstance(encode_or_bad(pair, RecordOptions("bytes")), (EncodedChip, BadChip))  # never a bare error
+
+
+def record_of(**changes) -> bytes:
+    """A tfchips record of a 2 x 2 uint8 image and label, with some features replaced (None: left out)."""
+    from tfchips.records.example import bytes_feature, int64_feature, serialize_example
+
+    features = {
+        "name": bytes_feature([b"chip"]),
+        "key": bytes_feature([b""]),
+        "crs": bytes_feature([b""]),
+        "transform": bytes_feature([b"\0" * 48]),
+    }
+    for side in ("image", "label"):
+        features[f"{side}/encoding"] = bytes_feature([b"array"])
+        features[f"{side}/format"] = bytes_feature([b"raw"])
+        features[f"{side}/data"] = bytes_feature([bytes(4)])
+        features[f"{side}/shape"] = int64_feature([2, 2, 1])
+        features[f"{side}/dtype"] = bytes_feature([b"uint8"])
+        features[f"{side}/band_names"] = bytes_feature([b"b"])
+    features.update(changes)
+    return serialize_example({k: v for k, v in features.items() if v is not None})
+
+
+def test_decode_example_reports_bad_records_as_record_errors():
+    from tfchips.records import decode_example
+    from tfchips.records.example import bytes_feature
+
+    assert decode_example(record_of()).image.shape == (2, 2, 1)
+    with pytest.raises(RecordError, match="not a tf.train.Example"):
+        decode_example(b"\xff\xff\xff")
+    with pytest.raises(RecordError, match=r"record 'chip': label data do not decode as array uint8 \[2, 2, 1\]"):
+        decode_example(record_of(**{"label/data": bytes_feature([bytes(10)])}))
+    with pytest.raises(RecordError, match=r"record 'chip': .*missing or malformed feature 'image/shape'"):
+        decode_example(record_of(**{"image/shape": None}))
+
+
+def test_decode_example_of_a_legacy_record_without_a_feature_names_it():
+    from tfchips.records import decode_example
+    from tfchips.records.codecs import encode_pixels
+    from tfchips.records.schema import build_legacy_record
+
+    raster = encode_pixels(np.zeros((2, 2, 1), "uint8"), "array", "x")
+    example = tf.train.Example.FromString(build_legacy_record("chip", None, raster, raster))
+    spec = {"encoding": "array", "dtype": "uint8", "shape": [2, 2, 1], "band_names": ["b"]}
+    dataset = {"image": spec, "label": spec}
+    assert decode_example(example.SerializeToString(), dataset).label.shape == (2, 2, 1)
+    del example.features.feature["target/height"]
+    with pytest.raises(RecordError, match=r"legacy record 'chip': .*'target/height'"):
+        decode_example(example.SerializeToString(), dataset)

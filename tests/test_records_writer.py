@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from test_chips_reader import SIZE, TRANSFORM, make_chip_folder, write_raster
 
-from tfchips.chips import read_chip
+from tfchips.chips import ChipPair, find_chip_pairs, read_chip
 from tfchips.errors import ChipError, ConfigError, RecordError
 from tfchips.records import (
     RecordOptions,
@@ -26,7 +26,10 @@ from tfchips.records import (
     write_tfrecords,
 )
 from tfchips.records.codecs import encode_pixels
+from tfchips.records.encoder import encode_chip_pair
+from tfchips.records.plan import plan_shards
 from tfchips.records.schema import build_legacy_record
+from tfchips.statistics import chip_statistics, statistics_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
@@ -87,7 +90,7 @@ def test_every_record_reads_back_to_the_chip(tmp_path, folders, kind, encoding, 
     for name, (image, label) in written.items():
         example = examples[name]
         reference = expected_image(folder, name, image, kind)
-        if kind == "jpeg" and decoder != "gdal" and encoding != "bytes":
+        if kind == "jpeg" and decoder == "tf" and encoding != "bytes":  # auto leaves lossy JPEG to GDAL
             assert np.abs(example.image.astype(int) - reference).max() <= JPEG_TOLERANCE
         else:
             assert example.image.dtype == reference.dtype
@@ -286,6 +289,10 @@ def test_legacy_schema_keys_and_values(tmp_path, folders):
         np.testing.assert_array_equal(parsed["target/target_data"][row].numpy().reshape(label.shape), label)
         assert parsed["image/channels"][row] == 4 and parsed["target/width"][row] == SIZE
 
+    for name, example in read_back(str(tmp_path / "out")).items():  # float32 payloads, back in the recorded dtype
+        assert example.image.dtype == np.uint16 and example.label.dtype == np.uint8
+        np.testing.assert_array_equal(example.image, written[name][0])
+
     png_folder, png_written = folders["png"]
     out = str(tmp_path / "png")
     description = write_tfrecords(png_folder, out, WriterOptions(RecordOptions("bytes", schema="legacy"), shards=1))
@@ -368,3 +375,70 @@ def test_ordered_map_keeps_order_and_runs_only_a_few_batches_ahead(processes):
         first = [next(results) for _ in range(5)]
         assert len(pulled) <= 5 + 4 * 8  # the batch being read and three more in flight, 8 items each
         assert first + list(results) == list(range(200))
+
+
+def smooth_jpeg_pair(folder) -> ChipPair:
+    """A JPEG chip that TensorFlow and GDAL decode to different values, and its label."""
+    rows, cols = np.mgrid[0:64, 0:64]
+    image = np.stack([(cols * 4) % 256, (rows * 4) % 256, ((cols + rows) * 2) % 256]).astype(np.uint8)
+    write_raster(os.path.join(folder, "images", "a.jpg"), image, "JPEG")
+    write_raster(os.path.join(folder, "labels", "a.png"), np.zeros((1, 64, 64), "uint8"), "PNG")
+    return ChipPair("a", None, os.path.join(folder, "images", "a.jpg"), os.path.join(folder, "labels", "a.png"))
+
+
+def test_auto_decodes_jpeg_like_gdal_so_processes_do_not_change_records(tmp_path):
+    pair = smooth_jpeg_pair(tmp_path)
+    gdal = read_chip(pair.image_path)[0].transpose(1, 2, 0)
+    assert not np.array_equal(tf.io.decode_jpeg(open(pair.image_path, "rb").read()).numpy(), gdal)
+    records = {d: encode_chip_pair(pair, RecordOptions("array", decoder=d)).record for d in ("auto", "gdal", "tf")}
+    assert records["auto"] == records["gdal"] != records["tf"]  # --processes turns auto into gdal
+    np.testing.assert_array_equal(decode_example(records["auto"]).image, gdal)
+
+
+def test_a_32_bit_bmp_decodes_under_auto(tmp_path):
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    os.makedirs(tmp_path / "images")
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "images" / "a.bmp")  # GDAL reads 3 bands, TensorFlow 4
+    write_raster(str(tmp_path / "labels" / "a.tif"), np.zeros((1, 8, 8), "uint8"))
+    pair = ChipPair("a", None, str(tmp_path / "images" / "a.bmp"), str(tmp_path / "labels" / "a.tif"))
+    example = decode_example(encode_chip_pair(pair, RecordOptions("array", decoder="auto")).record)
+    np.testing.assert_array_equal(example.image, read_chip(pair.image_path)[0].transpose(1, 2, 0))
+
+
+def test_a_chip_unlike_most_is_the_one_skipped_whatever_the_order(tmp_path):
+    folder = str(tmp_path / "chips")
+    make_chip_folder(folder, "uint16", count=5)
+    odd = "16#0#10.0#13#3#-3"
+    path = os.path.join(folder, "images", odd + ".tif")
+    pixels, _ = read_chip(path)
+    write_raster(path, pixels.astype("float32"), transform=TRANSFORM * TRANSFORM.translation(SIZE * 3, 0))
+    names = [f"16#0#10.0#13#{i}#{-i}" for i in range(5)]
+    first = next(seed for seed in range(50) if plan_shards(names, 1, seed=seed).shards["data"][0][0] == odd)
+    for seed in (first, first + 1):
+        options = WriterOptions(shards=1, skip_bad=True, seed=seed, workers=2)
+        description = write_tfrecords(folder, str(tmp_path / f"out{seed}"), options)
+        assert [bad["name"] for bad in description["skipped"]] == [odd]
+        assert "image has float32 bands" in description["skipped"][0]["reason"]
+        assert description["image"]["dtype"] == "uint16" and description["splits"]["data"]["records"] == 4
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, on purpose
+def test_band_statistics_with_infinities_stay_valid_json():
+    image = np.array([[[1.0], [np.inf]], [[2.0], [3.0]]], dtype="float32")
+    statistics = chip_statistics(image, None, np.zeros((2, 2, 1), "uint8"), None)
+    band = json.loads(json.dumps(statistics_json(statistics, ("b",)), allow_nan=False))["bands"][0]
+    assert (band["mean"], band["std"], band["min"], band["max"], band["count"]) == (None, None, 1.0, None, 4)
+
+
+def test_a_non_geotiff_chip_is_opened_once_for_its_header_and_pixels(tmp_path, monkeypatch):
+    import rasterio
+
+    make_chip_folder(tmp_path, "png", count=1)
+    pair = find_chip_pairs(tmp_path).pairs[0]
+    opened = []
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    encode_chip_pair(pair, RecordOptions("array", decoder="gdal"))
+    assert sorted(opened) == sorted([pair.image_path, pair.label_path])

@@ -18,17 +18,22 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from affine import Affine
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
 from tfchips import storage
 from tfchips.errors import ChipError, TileKeyError
 from tfchips.grid import Tile, filename_to_key, key_to_filename
 from tfchips.sources.base import first_line
+
+# PNG, JPEG and BMP chips without a world file are fine: rasterio's warning about
+# them is noise. One filter for the process, installed once: warnings.catch_warnings
+# in worker threads would race and leave the process's filters changed.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 # ---------------------------------------------------------------------------
 # Reading chip folders
@@ -59,7 +64,6 @@ class ChipPair:
 class ChipFolder:
     """The pairs of a chip folder, sorted by name, and the chip files that have no twin."""
 
-    root: str
     pairs: tuple[ChipPair, ...]
     unpaired: tuple[str, ...]
 
@@ -158,7 +162,7 @@ def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
     unpaired = tuple(
         sorted([images[n] for n in images.keys() - labels.keys()] + [labels[n] for n in labels.keys() - images.keys()])
     )
-    return ChipFolder(root, pairs, unpaired)
+    return ChipFolder(pairs, unpaired)
 
 
 @functools.lru_cache(maxsize=64)
@@ -188,8 +192,7 @@ def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
         # GDAL builds the CRS when it opens a GeoTIFF; from the GeoKeys alone it
         # skips a slow EPSG database lookup that reading pixels does not need.
         options["GTIFF_SRS_SOURCE"] = "GEOKEYS"
-    with warnings.catch_warnings(), rasterio.Env(**options):
-        warnings.simplefilter("ignore")  # PNG/JPEG chips without a world file are fine
+    with rasterio.Env(**options):
         try:
             dataset = rasterio.open(path)
         except rasterio.errors.RasterioError as error:
@@ -198,26 +201,41 @@ def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
             yield dataset
 
 
-def read_chip_header(path: str | os.PathLike) -> ChipHeader:
-    """Format, shape, dtype and georeference of a chip, without decoding pixels (GDAL)."""
+def _header(path: str, dataset) -> ChipHeader:
     from rasterio.enums import ColorInterp
 
+    dtypes = set(dataset.dtypes)
+    if len(dtypes) != 1:
+        raise ChipError(f"{path}: bands have different dtypes {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    nbits = dataset.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
+    return ChipHeader(
+        path=path,
+        format=dataset.driver,
+        shape=(dataset.height, dataset.width, dataset.count),
+        dtype=dtype,
+        bits=int(nbits) if nbits else np.dtype(dtype).itemsize * 8,
+        paletted=dataset.colorinterp[0] == ColorInterp.palette,
+        georeference=_georeference(dataset),
+    )
+
+
+@contextlib.contextmanager
+def open_chip(path: str | os.PathLike) -> Iterator[tuple[ChipHeader, Callable[[], np.ndarray]]]:
+    """A chip's header, and a function that reads its (rows, cols, bands) pixels, from one GDAL open.
+
+    For callers that decide from the header whether they need GDAL's pixels at
+    all; the function works only inside the ``with`` block.
+    """
     path = os.fspath(path)
     with _dataset(path) as dataset:
-        dtypes = set(dataset.dtypes)
-        if len(dtypes) != 1:
-            raise ChipError(f"{path}: bands have different dtypes {sorted(dtypes)}")
-        dtype = dtypes.pop()
-        nbits = dataset.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
-        return ChipHeader(
-            path=path,
-            format=dataset.driver,
-            shape=(dataset.height, dataset.width, dataset.count),
-            dtype=dtype,
-            bits=int(nbits) if nbits else np.dtype(dtype).itemsize * 8,
-            paletted=dataset.colorinterp[0] == ColorInterp.palette,
-            georeference=_georeference(dataset),
-        )
+        yield _header(path, dataset), functools.partial(_pixels, dataset, True)
+
+
+def read_chip_header(path: str | os.PathLike) -> ChipHeader:
+    """Format, shape, dtype and georeference of a chip, without decoding pixels (GDAL)."""
+    with open_chip(path) as (header, _):
+        return header
 
 
 def _pixels(dataset, channels_last: bool) -> np.ndarray:
@@ -270,8 +288,8 @@ def _esri_class_names(path: str) -> dict[str, str] | None:
 def read_manifest(folder: str | os.PathLike) -> ChipManifest:
     """Class names and statistics from ``manifest.json`` (ours) or an ESRI ``*.emd``.
 
-    Missing files give None fields; a file that exists but is not valid JSON
-    raises `ChipError` naming it.
+    Missing files give None fields; a file that exists but cannot be read, is not
+    valid JSON or is not a JSON object raises `ChipError` naming it.
     """
     root = os.fspath(folder)
     manifest = os.path.join(root, MANIFEST_NAME)
@@ -279,15 +297,21 @@ def read_manifest(folder: str | os.PathLike) -> ChipManifest:
         if os.path.isfile(manifest):
             with open(manifest, encoding="utf-8") as stream:
                 content = json.load(stream)
-            names = content.get("class_names")
+            if not isinstance(content, dict):
+                raise TypeError(f"a JSON object was expected, not {type(content).__name__}")
+            names, statistics = content.get("class_names"), content.get("statistics")
+            if not isinstance(statistics, (dict, type(None))):
+                raise TypeError(f"statistics must be an object, not {type(statistics).__name__}")
             return ChipManifest(
-                statistics=content.get("statistics"),
+                statistics=statistics,
                 class_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None,
             )
         emds = sorted(n for n in os.listdir(root) if n.lower().endswith(".emd"))
         if emds:
             manifest = os.path.join(root, emds[0])
             return ChipManifest(statistics=None, class_names=_esri_class_names(manifest))
+    except OSError as error:
+        raise ChipError(f"{error.filename or manifest}: cannot read chip manifest ({error.strerror})") from None
     except (ValueError, KeyError, TypeError) as error:
         raise ChipError(f"{manifest}: not a valid chip manifest ({error})") from None
     return ChipManifest(statistics=None, class_names=None)
@@ -385,12 +409,12 @@ def read_written_pair(out: str, key: str) -> WrittenPair:
     with _open_chip(image_path, tile) as dataset:
         image = dataset.read()
         nodata = dataset.nodata
-        band_names = tuple(d or f"band_{i}" for i, d in enumerate(dataset.descriptions, start=1))
+        names = band_names(dataset.descriptions)
         scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
     with _open_chip(label_path, tile) as dataset:
         label = dataset.read(1)
         label_nodata = None if dataset.nodata is None else int(dataset.nodata)
-    return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, band_names, scenes)
+    return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, names, scenes)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ import tensorflow as tf
 from affine import Affine
 
 from tfchips.errors import ChipError, ConfigError, RecordError
-from tfchips.records.codecs import decode_payload, png_channels
-from tfchips.records.schema import ChipExample, RasterSpec, feature_spec, feature_table
+from tfchips.records.codecs import decode_payload, png_channels, png_storage_dtype
+from tfchips.records.schema import LEGACY_SIDES, ChipExample, RasterSpec, feature_spec, feature_table
 from tfchips.records.writer import (
     COMPRESSIONS,
     DATASET_JSON,
@@ -74,13 +75,6 @@ class _Side:
 
 def _gdal_decode(data: bytes, shape: np.ndarray, dtype: str) -> np.ndarray:
     return decode_payload("bytes", (data,), tuple(int(n) for n in shape), dtype).astype(dtype, copy=False)
-
-
-def _png_storage(dtype: tf.DType) -> tf.DType:
-    """The unsigned dtype a PNG stores 8- or 16-bit pixels in (signed ones bit for bit)."""
-    if not dtype.is_integer or dtype.size not in (1, 2):
-        raise RecordError(f"dataset.json: png records hold 8- or 16-bit integers, not {dtype.name}")
-    return tf.uint8 if dtype.size == 1 else tf.uint16
 
 
 def _sniff_format(data: tf.Tensor) -> tf.Tensor:
@@ -134,7 +128,7 @@ def _decode(data: tf.Tensor, shape: tf.Tensor, fmt: tf.Tensor | None, side: _Sid
     if side.encoding == "array":
         pixels = tf.reshape(tf.io.decode_raw(data[0], side.dtype, little_endian=True), target)
     elif side.encoding == "png":
-        storage = _png_storage(side.dtype)
+        storage = tf.as_dtype(png_storage_dtype(side.dtype.name, DATASET_JSON))
         # decode_png takes channels 0 (as stored), 1, 3 or 4; two-band PNGs are read as stored.
         planes = [
             tf.ensure_shape(tf.io.decode_png(data[i], channels=0 if c == 2 else c, dtype=storage), [None, None, c])
@@ -180,7 +174,7 @@ def _parse_legacy(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor
     """`parse_example` for the ``legacy`` schema (see `tfchips.records.schema`)."""
     features = tf.io.parse_single_example(serialized, feature_spec(schema))
     parsed = {}
-    for name, data_key, prefix in (("image", "image/image_data", "image"), ("label", "target/target_data", "target")):
+    for name, (data_key, prefix) in LEGACY_SIDES.items():
         side = _Side.of(schema[name])
         bands = features["image/channels"] if name == "image" else tf.constant(side.shape[2], tf.int64)
         shape = tf.cast(tf.stack([features[f"{prefix}/height"], features[f"{prefix}/width"], bands]), tf.int32)
@@ -298,10 +292,11 @@ def find_shards(
         where = os.fspath(pattern_or_dir)
         if os.path.isdir(where):
             if os.path.isfile(os.path.join(where, DATASET_JSON)):
-                paths = shard_paths(where, split)
+                description = read_dataset_json(where)
+                paths = shard_paths(where, split, description)
                 if not paths:
                     raise RecordError(f"{where}: split {split!r} has no records" if split else f"{where}: no records")
-                return paths, read_dataset_json(where)
+                return paths, description
             paths = sorted(os.path.join(where, n) for n in os.listdir(where) if _is_shard(n))
         else:
             paths = sorted(p for p in glob.glob(where) if os.path.isfile(p) and os.path.basename(p) != DATASET_JSON)
@@ -501,13 +496,17 @@ def _georeference(metadata: Mapping | ChipExample) -> tuple[str, Affine]:
     return crs, transform
 
 
-def _smallest_dtype(array: np.ndarray) -> np.dtype:
-    """The smallest of uint8, uint16, int16, int32 that holds an integer array; floats unchanged."""
+def _smallest_dtype(array: np.ndarray, nodata: float | None) -> np.dtype:
+    """The smallest of uint8, uint16, int16, int32, int64 that holds an integer array and a whole ``nodata``.
+
+    Floats are unchanged.
+    """
     if array.dtype.kind not in "biu" or array.size == 0:
         return array.dtype
-    low, high = int(array.min()), int(array.max())
+    values = [int(array.min()), int(array.max())] + ([] if nodata is None else [int(nodata)])
+    low, high = min(values), max(values)
     fits = (np.dtype(t) for t in ("uint8", "uint16", "int16", "int32", "int64"))
-    return next(t for t in fits if np.iinfo(t).min <= low and high <= np.iinfo(t).max)
+    return next((t for t in fits if np.iinfo(t).min <= low and high <= np.iinfo(t).max), array.dtype)
 
 
 def write_prediction(
@@ -525,7 +524,8 @@ def write_prediction(
     `parse_example` result, or a `ChipExample`; its CRS and transform place the
     pixels, so the file overlays the source chip exactly. When ``metadata`` holds
     the ``image``, rows and columns must match it. Integer classes are written in
-    the smallest dtype that holds them (uint8 for up to 256 classes). Bands are
+    the smallest dtype that holds them and ``nodata`` (uint8 for up to 256 classes
+    without nodata or with a nodata of 0 to 255). Bands are
     described by ``band_names`` (default ``prediction``, or ``prediction_<i>``).
     The file is written to a temporary name, then renamed. Returns ``path``.
     """
@@ -542,7 +542,9 @@ def write_prediction(
         rows, cols = reference.shape[:2]
         raise ChipError(f"{path}: prediction is {array.shape[0]} x {array.shape[1]} pixels, its chip {rows} x {cols}")
     crs, transform = _georeference(metadata)
-    array = array.astype(_smallest_dtype(array), copy=False)
+    if nodata is not None and array.dtype.kind in "biu" and not (math.isfinite(nodata) and float(nodata).is_integer()):
+        raise ChipError(f"{path}: nodata {nodata} is not a whole number, which integer predictions cannot hold")
+    array = array.astype(_smallest_dtype(array, nodata), copy=False)
     bands = array.shape[2]
     if band_names is None:
         band_names = ["prediction"] if bands == 1 else [f"prediction_{i}" for i in range(1, bands + 1)]

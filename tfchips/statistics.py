@@ -128,7 +128,7 @@ def statistics_json(statistics: ChipStatistics, band_names: tuple[str, ...]) -> 
             {
                 "name": name,
                 "mean": finite(m.mean) if m.count else None,
-                "std": math.sqrt(m.m2 / m.count) if m.count else None,
+                "std": finite(math.sqrt(m.m2 / m.count)) if m.count else None,
                 "min": finite(m.minimum),
                 "max": finite(m.maximum),
                 "count": m.count,

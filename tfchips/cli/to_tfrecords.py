@@ -7,8 +7,10 @@ import os
 import click
 
 from tfchips.records.codecs import DECODERS, ENCODINGS
+from tfchips.records.encoder import RecordOptions
 from tfchips.records.plan import parse_splits
 from tfchips.records.schema import SCHEMAS
+from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, write_tfrecords
 
 
 @click.command("to-tfrecords")
@@ -47,7 +49,7 @@ from tfchips.records.schema import SCHEMAS
     metavar="MB",
     help="Aim at this many MB (uncompressed) per shard instead.",
 )
-@click.option("--compression", type=click.Choice(["none", "gzip", "zlib"]), default="none", show_default=True)
+@click.option("--compression", type=click.Choice(list(COMPRESSIONS)), default="none", show_default=True)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -84,21 +86,16 @@ from tfchips.records.schema import SCHEMAS
 @click.option("--overwrite", is_flag=True, help="Replace TFRecords already in OUT.")
 def command(**values) -> None:
     """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT."""
-    from tfchips.records.writer import write_tfrecords
-
     description = write_tfrecords(values["chips"], values["out"], writer_options(values))
     for split, info in description["splits"].items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
     for bad in description["skipped"]:
         click.echo(f"skipped {bad['name']}: {bad['reason']}", err=True)
-    click.echo(f"wrote {os.path.join(values['out'], 'dataset.json')}")
+    click.echo(f"wrote {os.path.join(values['out'], DATASET_JSON)}")
 
 
-def writer_options(values: dict):
+def writer_options(values: dict) -> WriterOptions:
     """`WriterOptions` from this command's option values (the Beam pipeline parses the same)."""
-    from tfchips.records.encoder import RecordOptions
-    from tfchips.records.writer import WriterOptions
-
     if (values["shards"] is None) == (values["shard_size_mb"] is None):
         raise click.UsageError("give exactly one of --shards N and --shard-size MB")
     return WriterOptions(

@@ -6,9 +6,9 @@ Every array here is (rows, cols, bands), TensorFlow's (H, W, C) order.
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +25,11 @@ PNG_MAX_CHANNELS = 4
 # and turned back by the recorded dtype. Anything else needs `array`.
 _PNG_STORAGE = {"uint8": "uint8", "int8": "uint8", "uint16": "uint16", "int16": "uint16"}
 _PNG_LEVEL = 6
+# Formats and dtypes TensorFlow decodes (--decoder tf), and of those the formats it
+# decodes to exactly GDAL's values (--decoder auto): JPEG is lossy, and TensorFlow's
+# libjpeg-turbo and GDAL's libjpeg round differently (a few levels on smooth chips, tens on noisy ones).
 _TF_DECODABLE = {"PNG": ("uint8", "uint16"), "JPEG": ("uint8",), "BMP": ("uint8",)}
+_TF_EXACT = ("PNG", "BMP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ def png_channels(bands: int) -> tuple[int, ...]:
     return tuple(min(PNG_MAX_CHANNELS, bands - start) for start in range(0, bands, PNG_MAX_CHANNELS))
 
 
-def encode_png(pixels: np.ndarray, level: int = _PNG_LEVEL) -> bytes:
+def encode_png(pixels: np.ndarray) -> bytes:
     """Lossless PNG of (rows, cols, 1 to 4) uint8 or uint16 pixels.
 
     Written here, not by a library, so that the bytes are the same on every
@@ -68,14 +72,15 @@ def encode_png(pixels: np.ndarray, level: int = _PNG_LEVEL) -> bytes:
     header = struct.pack(">IIBBBBB", cols, rows, pixels.dtype.itemsize * 8, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + b"".join(
         struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(filtered.tobytes(), level)), (b"IEND", b""))
+        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(filtered.tobytes(), _PNG_LEVEL)), (b"IEND", b""))
     )
 
 
-def _png_storage(dtype: str, path: str) -> np.dtype:
+def png_storage_dtype(dtype: str, where: str) -> np.dtype:
+    """The unsigned dtype a PNG stores ``dtype`` pixels in; `RecordError` naming ``where`` if none."""
     if dtype not in _PNG_STORAGE:
         raise RecordError(
-            f"{path}: {dtype} pixels do not fit PNG (8- or 16-bit integers only); "
+            f"{where}: {dtype} pixels do not fit PNG (8- or 16-bit integers only); "
             "use --encoding array, which keeps any dtype"
         )
     return np.dtype(_PNG_STORAGE[dtype])
@@ -88,7 +93,7 @@ def encode_pixels(pixels: np.ndarray, encoding: str, path: str) -> EncodedRaster
         data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
         return EncodedRaster("array", RAW_FORMAT, (data,), shape, dtype)
     if encoding == "png":
-        stored = pixels.view(_png_storage(dtype, path))
+        stored = pixels.view(png_storage_dtype(dtype, path))
         parts = tuple(encode_png(stored[:, :, i : i + PNG_MAX_CHANNELS]) for i in range(0, shape[2], PNG_MAX_CHANNELS))
         return EncodedRaster("png", "png", parts, shape, dtype)
     raise RecordError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
@@ -101,12 +106,7 @@ def encode_file(data: bytes, header: ChipHeader) -> EncodedRaster:
     return EncodedRaster("bytes", FORMATS[header.format], (data,), header.shape, header.dtype)
 
 
-def tf_decodable(header: ChipHeader) -> bool:
-    """Whether TensorFlow decodes the chip to exactly the values GDAL reads.
-
-    Colour-mapped and sub-byte PNGs are expanded by TensorFlow (to RGB, to 0-255),
-    so they are left to GDAL.
-    """
+def _tf_reads(header: ChipHeader) -> bool:
     return (
         header.dtype in _TF_DECODABLE.get(header.format, ())
         and not header.paletted
@@ -115,15 +115,20 @@ def tf_decodable(header: ChipHeader) -> bool:
     )
 
 
-def decode_with_tf(data: bytes, header: ChipHeader) -> np.ndarray:
-    """(rows, cols, bands) pixels of a PNG, JPEG or BMP chip, decoded by TensorFlow."""
+def tf_decodable(header: ChipHeader) -> bool:
+    """Whether TensorFlow decodes the chip to exactly the values GDAL reads (``--decoder auto``).
+
+    Only 8- and 16-bit PNGs and 8-bit BMPs qualify. Colour-mapped and sub-byte PNGs
+    are expanded by TensorFlow (to RGB, to 0-255), and JPEG is lossy: TensorFlow and
+    GDAL round differently. These are left to GDAL, so ``auto`` gives GDAL's values
+    everywhere, and the same records as ``gdal``.
+    """
+    return header.format in _TF_EXACT and _tf_reads(header)
+
+
+def _tf_pixels(data: bytes, header: ChipHeader) -> np.ndarray:
     import tensorflow as tf
 
-    if not tf_decodable(header):
-        raise RecordError(
-            f"{header.path}: --decoder tf cannot decode {header.format} {header.dtype} chips"
-            f"{' with a colour table' if header.paletted else ''}; use --decoder gdal"
-        )
     try:
         if header.format == "PNG":
             pixels = tf.io.decode_png(data, channels=0, dtype=tf.as_dtype(header.dtype))
@@ -131,9 +136,19 @@ def decode_with_tf(data: bytes, header: ChipHeader) -> np.ndarray:
             pixels = tf.io.decode_jpeg(data, channels=0)
         else:
             pixels = tf.io.decode_bmp(data, channels=0)
-        pixels = pixels.numpy()
+        return pixels.numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
         raise ChipError(f"{header.path}: corrupt chip, pixels cannot be decoded ({error.message})") from None
+
+
+def decode_with_tf(data: bytes, header: ChipHeader) -> np.ndarray:
+    """(rows, cols, bands) pixels of a PNG, JPEG or BMP chip, decoded by TensorFlow."""
+    if not _tf_reads(header):
+        raise RecordError(
+            f"{header.path}: --decoder tf cannot decode {header.format} {header.dtype} chips"
+            f"{' with a colour table' if header.paletted else ''}; use --decoder gdal"
+        )
+    pixels = _tf_pixels(data, header)
     if pixels.shape != header.shape:
         raise ChipError(f"{header.path}: TensorFlow decodes {pixels.shape}, the header says {header.shape}")
     return pixels
@@ -147,6 +162,22 @@ def decode_with_gdal(header: ChipHeader, siblings: bool = True) -> np.ndarray:
     return pixels
 
 
+def decode_pixels(data: bytes, header: ChipHeader, decoder: str, gdal: Callable[[], np.ndarray]) -> np.ndarray:
+    """(rows, cols, bands) pixels of the chip file ``data`` by ``decoder``; ``gdal()`` reads them with GDAL.
+
+    ``auto`` takes TensorFlow's pixels where they are exact (`tf_decodable`) and
+    have the shape of GDAL's header (a 32-bit BMP is 3 bands to GDAL, 4 to
+    TensorFlow), GDAL's otherwise.
+    """
+    if decoder == "tf":
+        return decode_with_tf(data, header)
+    if decoder == "auto" and tf_decodable(header):
+        pixels = _tf_pixels(data, header)
+        if pixels.shape == header.shape:
+            return pixels
+    return gdal()
+
+
 def decode_payload(encoding: str, data: tuple[bytes, ...], shape: tuple[int, int, int], dtype: str) -> np.ndarray:
     """Pixels (rows, cols, bands) of a record payload; the inverse of `encode_pixels` / `encode_file`."""
     if encoding == "array":
@@ -156,7 +187,7 @@ def decode_payload(encoding: str, data: tuple[bytes, ...], shape: tuple[int, int
 
         stored = np.concatenate(
             [
-                tf.io.decode_png(part, channels=0, dtype=tf.as_dtype(_png_storage(dtype, "record").name)).numpy()
+                tf.io.decode_png(part, channels=0, dtype=tf.as_dtype(png_storage_dtype(dtype, "record").name)).numpy()
                 for part in data
             ],
             axis=2,
@@ -165,8 +196,6 @@ def decode_payload(encoding: str, data: tuple[bytes, ...], shape: tuple[int, int
     if encoding == "bytes":
         from rasterio.io import MemoryFile
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PNG and JPEG bytes carry no georeference
-            with MemoryFile(data[0]) as memory, memory.open() as dataset:
-                return dataset.read().transpose(1, 2, 0).reshape(shape)
+        with MemoryFile(data[0]) as memory, memory.open() as dataset:
+            return dataset.read().transpose(1, 2, 0).reshape(shape)
     raise RecordError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")

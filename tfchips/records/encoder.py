@@ -7,21 +7,21 @@ TensorFlow only when a TensorFlow decoder is used.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from tfchips.chips import ChipGeoreference, ChipPair, read_chip_header
+from tfchips.chips import ChipGeoreference, ChipHeader, ChipPair, open_chip, read_chip_header
 from tfchips.errors import ChipError, ConfigError
 from tfchips.records.codecs import (
     DECODERS,
     ENCODINGS,
     EncodedRaster,
+    decode_pixels,
     decode_with_gdal,
-    decode_with_tf,
     encode_file,
     encode_pixels,
-    tf_decodable,
 )
 from tfchips.records.geotiff import read_geotiff_header
 from tfchips.records.schema import SCHEMAS, RasterSpec, build_legacy_record, build_record
@@ -92,20 +92,24 @@ def _read_file(path: str) -> bytes:
         raise ChipError(f"{path}: cannot read chip ({error.strerror})") from None
 
 
+def read_header(path: str) -> ChipHeader:
+    """A chip's header as the encoder reads it: parsed from a self-contained GeoTIFF's bytes, else by GDAL."""
+    return read_geotiff_header(path, _read_file(path)) or read_chip_header(path)
+
+
 def _load(path: str, encoding: str, decoder: str, want_pixels: bool) -> _Loaded:
     """Encode one chip file; decode it only when ``want_pixels`` (or its encoding) asks."""
     data = _read_file(path)
+    decodes = want_pixels or encoding != "bytes"
     # A GeoTIFF that holds its own georeferencing needs neither GDAL for its header
     # nor GDAL's scan of the folder for sidecar files when it is decoded.
     header = read_geotiff_header(path, data)
-    self_contained = header is not None
-    header = header or read_chip_header(path)
-    pixels = None
-    if want_pixels or encoding != "bytes":
-        if decoder == "tf" or (decoder == "auto" and tf_decodable(header)):
-            pixels = decode_with_tf(data, header)
-        else:
-            pixels = decode_with_gdal(header, siblings=not self_contained)
+    if header is not None:
+        gdal = functools.partial(decode_with_gdal, header, False)
+        pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
+    else:
+        with open_chip(path) as (header, gdal):  # one GDAL open for the header and, if needed, the pixels
+            pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
     encoded = encode_file(data, header) if encoding == "bytes" else encode_pixels(pixels, encoding, path)
     return _Loaded(encoded, header.georeference, pixels)
 

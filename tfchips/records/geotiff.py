@@ -151,32 +151,45 @@ def _descriptions(text: str | None, count: int) -> tuple[str | None, ...]:
 def read_geotiff_header(path: str, data: bytes) -> ChipHeader | None:
     """Header of the GeoTIFF whose bytes are ``data``, or None where GDAL must read it.
 
-    Raises `ChipError` when the file is a TIFF whose header or pixel blocks
-    extend past its end (a truncated copy).
+    Tags this parser does not understand, or that are malformed (a short GeoKey
+    directory or transformation, an empty width), give None too: GDAL then
+    decides, and reports a corrupt file as such. Raises `ChipError` when the file
+    is a TIFF whose header or pixel blocks extend past its end (a truncated copy).
     """
     tags = _tags(data, path)
     if tags is None or os.path.exists(path + ".aux.xml"):
         return None  # not a TIFF, or PAM metadata that overrides the file's own
+    try:
+        parsed = _header(path, tags)
+    except (IndexError, TypeError, ValueError, ElementTree.ParseError):
+        return None
+    if parsed is None:
+        return None
+    header, offsets, sizes = parsed
+    if len(offsets) != len(sizes) or max(o + s for o, s in zip(offsets, sizes)) > len(data):
+        raise ChipError(f"{path}: truncated TIFF (pixel blocks lie past the end of the file)")
+    return header
+
+
+def _header(path: str, tags: dict[int, object]) -> tuple[ChipHeader, tuple, tuple] | None:
+    """The header and pixel block offsets and sizes the tags describe; None for the cases GDAL handles."""
     rows, cols = tags.get(_HEIGHT, (0,))[0], tags.get(_WIDTH, (0,))[0]
     count = tags.get(_SAMPLES, (1,))[0]
     bits, formats = set(tags.get(_BITS, (1,))), set(tags.get(_SAMPLE_FORMAT, (1,)))
-    if len(bits) != 1 or len(formats) != 1 or not rows or not cols:
+    if len(bits) != 1 or len(formats) != 1 or not all(isinstance(n, int) and n > 0 for n in (rows, cols, count)):
         return None
     bits_per_sample = bits.pop()
     dtype = _DTYPES.get((formats.pop(), bits_per_sample))
     offsets = tags.get(_STRIP_OFFSETS, tags.get(_TILE_OFFSETS))
     sizes = tags.get(_STRIP_COUNTS, tags.get(_TILE_COUNTS))
     crs, transform = _crs(tags.get(_GEOKEYS)), _transform(tags)
-    if dtype is None or offsets is None or sizes is None or crs is None or transform is None:
+    blocks_listed = all(isinstance(v, tuple) and v and all(isinstance(n, int) for n in v) for v in (offsets, sizes))
+    if dtype is None or not blocks_listed or crs is None or transform is None:
         return None
-    if len(offsets) != len(sizes) or max(o + s for o, s in zip(offsets, sizes)) > len(data):
-        raise ChipError(f"{path}: truncated TIFF (pixel blocks lie past the end of the file)")
     nodata = tags.get(_GDAL_NODATA)
-    try:
-        descriptions = _descriptions(tags.get(_GDAL_METADATA), count)
-        nodata = float(nodata) if nodata else None
-    except (ElementTree.ParseError, ValueError):
-        return None
+    descriptions = _descriptions(tags.get(_GDAL_METADATA), count)
+    nodata = float(nodata) if nodata else None
     georeference = ChipGeoreference(crs, transform, band_names(descriptions), nodata)
     paletted = tags.get(_PHOTOMETRIC, (1,))[0] == _PALETTE
-    return ChipHeader(path, "GTiff", (rows, cols, count), dtype, bits_per_sample, paletted, georeference)
+    header = ChipHeader(path, "GTiff", (rows, cols, count), dtype, bits_per_sample, paletted, georeference)
+    return header, offsets, sizes

@@ -58,7 +58,8 @@ from tfchips.records.example import Chunks, bytes_feature, float_feature, int64_
 
 SCHEMAS = ("tfchips", "legacy")
 SCHEMA_VERSION = 1
-_LEGACY_SIDES = {"image": "image/image_data", "label": "target/target_data"}
+# Side -> (data key, prefix of its height/width keys) in the legacy schema.
+LEGACY_SIDES = {"image": ("image/image_data", "image"), "label": ("target/target_data", "target")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,22 +197,37 @@ def build_legacy_record(name: str, key: str | None, image: EncodedRaster, label:
         payloads = {
             side: float_feature(decode_payload("array", r.data, r.shape, r.dtype).ravel()) for side, r in sides.items()
         }
-    return serialize_example(
-        {
-            _LEGACY_SIDES["image"]: payloads["image"],
-            _LEGACY_SIDES["label"]: payloads["label"],
-            "image/height": int64_feature([image.shape[0]]),
-            "image/width": int64_feature([image.shape[1]]),
-            "image/channels": int64_feature([image.shape[2]]),
-            "target/height": int64_feature([label.shape[0]]),
-            "target/width": int64_feature([label.shape[1]]),
-            "identifier": bytes_feature([(key or name).encode("utf-8")]),
-        }
-    )
+    features = {
+        "image/channels": int64_feature([image.shape[2]]),
+        "identifier": bytes_feature([(key or name).encode("utf-8")]),
+    }
+    for side, (data_key, prefix) in LEGACY_SIDES.items():
+        features[data_key] = payloads[side]
+        features[f"{prefix}/height"] = int64_feature([sides[side].shape[0]])
+        features[f"{prefix}/width"] = int64_feature([sides[side].shape[1]])
+    return serialize_example(features)
 
 
 def _texts(feature) -> list[str]:
     return [v.decode("utf-8") for v in feature.bytes_list.value]
+
+
+def _feature(features, key: str):
+    # A protobuf map hands out an empty message for a missing key; say it is missing.
+    if key not in features:
+        raise KeyError(key)
+    return features[key]
+
+
+def _pixels(record: str, side: str, encoding: str, data: tuple[bytes, ...], shape: tuple, dtype: str) -> np.ndarray:
+    """`decode_payload`, with a payload that does not decode as recorded a `RecordError` that names ``record``."""
+    import tensorflow as tf
+    from rasterio.errors import RasterioError
+
+    try:
+        return decode_payload(encoding, data, shape, dtype)
+    except (ValueError, TypeError, RasterioError, tf.errors.OpError) as error:
+        raise RecordError(f"{record}{side} data do not decode as {encoding} {dtype} {list(shape)} ({error})") from None
 
 
 def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExample:
@@ -219,54 +235,74 @@ def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExa
 
     ``dataset`` (the parsed dataset.json) is needed for legacy records only, which
     do not say their encoding or dtype. Runs eagerly (numpy); in-graph parsing
-    uses `feature_spec`.
+    uses `feature_spec`. Raises `RecordError` naming the record and feature for
+    bytes that are not a record, a missing or malformed feature, or pixels that
+    do not decode as the record says.
     """
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
-    features = tf.train.Example.FromString(serialized).features.feature
+    try:
+        features = tf.train.Example.FromString(serialized).features.feature
+    except DecodeError as error:
+        raise RecordError(f"not a tf.train.Example ({error})") from None
     if "identifier" in features:
         return _decode_legacy(features, dataset)
+    record = ""  # "record 'NAME': " once the name is known
     try:
+        record = f"record {_feature(features, 'name').bytes_list.value[0].decode('utf-8')!r}: "
         rasters = {}
         for side in ("image", "label"):
-            rasters[side] = decode_payload(
-                features[f"{side}/encoding"].bytes_list.value[0].decode(),
-                tuple(features[f"{side}/data"].bytes_list.value),
-                tuple(features[f"{side}/shape"].int64_list.value),
-                features[f"{side}/dtype"].bytes_list.value[0].decode(),
+            rasters[side] = _pixels(
+                record,
+                side,
+                _feature(features, f"{side}/encoding").bytes_list.value[0].decode(),
+                tuple(_feature(features, f"{side}/data").bytes_list.value),
+                tuple(_feature(features, f"{side}/shape").int64_list.value),
+                _feature(features, f"{side}/dtype").bytes_list.value[0].decode(),
             )
-        crs = features["crs"].bytes_list.value[0].decode("utf-8")
+        crs = _feature(features, "crs").bytes_list.value[0].decode("utf-8")
         return ChipExample(
-            name=features["name"].bytes_list.value[0].decode("utf-8"),
-            key=features["key"].bytes_list.value[0].decode() or None,
+            name=_feature(features, "name").bytes_list.value[0].decode("utf-8"),
+            key=_feature(features, "key").bytes_list.value[0].decode() or None,
             crs=crs or None,
-            transform=Affine.from_gdal(*struct.unpack("<6d", features["transform"].bytes_list.value[0])),
+            transform=Affine.from_gdal(*struct.unpack("<6d", _feature(features, "transform").bytes_list.value[0])),
             image=rasters["image"],
             label=rasters["label"],
-            image_band_names=tuple(_texts(features["image/band_names"])),
-            label_band_names=tuple(_texts(features["label/band_names"])),
+            image_band_names=tuple(_texts(_feature(features, "image/band_names"))),
+            label_band_names=tuple(_texts(_feature(features, "label/band_names"))),
         )
-    except (IndexError, KeyError, struct.error) as error:
-        raise RecordError(f"not a tfchips record: missing or malformed feature ({error})") from None
+    except (IndexError, KeyError, UnicodeDecodeError, struct.error) as error:
+        raise RecordError(f"{record}not a tfchips record: missing or malformed feature {error}") from None
 
 
 def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
     if dataset is None:
         raise RecordError("legacy records do not say their encoding or dtype: pass the dataset.json content")
-    sides = {}
-    for side, prefix in (("image", "image"), ("label", "target")):
-        spec = dataset[side]
-        value = features[_LEGACY_SIDES[side]]
-        shape = (
-            features[f"{prefix}/height"].int64_list.value[0],
-            features[f"{prefix}/width"].int64_list.value[0],
-            features["image/channels"].int64_list.value[0] if side == "image" else spec["shape"][2],
-        )
-        if value.HasField("float_list"):
-            sides[side] = np.asarray(value.float_list.value, dtype=np.float32).reshape(shape)
-        else:
-            sides[side] = decode_payload(spec["encoding"], tuple(value.bytes_list.value), shape, spec["dtype"])
-    identifier = features["identifier"].bytes_list.value[0].decode("utf-8")
+    record = ""
+    try:
+        identifier = _feature(features, "identifier").bytes_list.value[0].decode("utf-8")
+        record = f"legacy record {identifier!r}: "
+        sides = {}
+        for side, (data_key, prefix) in LEGACY_SIDES.items():
+            spec = dataset[side]
+            value = _feature(features, data_key)
+            shape = (
+                _feature(features, f"{prefix}/height").int64_list.value[0],
+                _feature(features, f"{prefix}/width").int64_list.value[0],
+                _feature(features, "image/channels").int64_list.value[0] if side == "image" else spec["shape"][2],
+            )
+            if value.HasField("float_list"):  # the pixels as float32, whatever their dtype: cast back, as parse_example
+                floats = np.asarray(value.float_list.value, dtype=np.float32)
+                if floats.size != math.prod(shape):
+                    raise RecordError(f"{record}{side} holds {floats.size} floats, not {' x '.join(map(str, shape))}")
+                sides[side] = floats.reshape(shape).astype(spec["dtype"])
+            else:
+                data = tuple(value.bytes_list.value)
+                sides[side] = _pixels(record, side, spec["encoding"], data, shape, spec["dtype"])
+        band_names = {side: tuple(dataset[side]["band_names"]) for side in LEGACY_SIDES}
+    except (IndexError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise RecordError(f"{record}missing or malformed legacy feature or dataset.json entry {error}") from None
     key = chip_key(identifier.replace(":", "#"))
     return ChipExample(
         name=identifier.replace(":", "#") if key else identifier,
@@ -275,8 +311,8 @@ def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
         transform=None,
         image=sides["image"],
         label=sides["label"],
-        image_band_names=tuple(dataset["image"]["band_names"]),
-        label_band_names=tuple(dataset["label"]["band_names"]),
+        image_band_names=band_names["image"],
+        label_band_names=band_names["label"],
     )
 
 
@@ -292,7 +328,7 @@ def feature_table(schema: str, image: RasterSpec, label: RasterSpec) -> dict[str
     if schema == "legacy":
         payload = legacy_payload(image, label)
         table = {"identifier": fixed("bytes")}
-        for spec, key, prefix in ((image, "image/image_data", "image"), (label, "target/target_data", "target")):
+        for spec, (key, prefix) in zip((image, label), LEGACY_SIDES.values()):
             if payload == "bytes":
                 table[key] = fixed("bytes")
             else:

@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 from tfchips import __version__, storage
 from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
 from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
-from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
+from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair, read_header
 from tfchips.records.plan import (
     DEFAULT_SPLIT,
     assign_splits,
@@ -54,7 +54,7 @@ from tfchips.records.plan import (
     shards_for_size,
 )
 from tfchips.records.schema import SCHEMA_VERSION, RasterSpec, feature_table, legacy_payload
-from tfchips.statistics import statistics_json
+from tfchips.statistics import ChipStatistics, statistics_json
 
 DATASET_JSON = "dataset.json"
 COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zlib": ("ZLIB", ".tfrecord.zz")}
@@ -229,13 +229,13 @@ def shard_counts(pairs: tuple[ChipPair, ...], options: WriterOptions, records: R
     return {split: shards_for_size(per_split[split], options.shard_size_mb * 1e6) for split in options.splits}
 
 
-def _check_out(out: str, overwrite: bool) -> list[str]:
-    """Files of an earlier run in ``out``, to be replaced when the new shards are published.
+def check_output_folder(out: str, overwrite: bool) -> list[str]:
+    """Files of an earlier run in the local folder ``out``, to be replaced by the new ones.
 
     A complete dataset (one with dataset.json, which a run writes last) is refused
     unless ``overwrite``. Shards without a dataset.json are what a run killed while
     publishing left behind: they are replaced, like the temporary shards of a run
-    killed earlier, which are removed now.
+    killed earlier, which are removed now. Creates ``out`` if need be.
     """
     try:
         os.makedirs(out, exist_ok=True)
@@ -246,6 +246,14 @@ def _check_out(out: str, overwrite: bool) -> list[str]:
     if os.path.join(out, DATASET_JSON) in old and not overwrite:
         raise ConfigError(f"{out} already holds TFRecords ({DATASET_JSON}); pass --overwrite to replace them")
     return old
+
+
+def remove_stale_files(stale: Iterable[str], keep: Iterable[str] = ()) -> None:
+    """Delete the files of an earlier run that are not in ``keep``, its dataset.json first."""
+    keep = set(keep)
+    for path in sorted(stale, key=lambda p: os.path.basename(p) != DATASET_JSON):
+        if path not in keep and os.path.exists(path):
+            os.remove(path)
 
 
 def write_dataset_json(out: str | os.PathLike, description: Mapping) -> str:
@@ -344,10 +352,7 @@ class _ShardWriter:
     def publish(self, stale: Iterable[str]) -> None:
         """Rename the new shards into place; ``stale`` files (an older dataset) go first."""
         self._hasher.shutdown(wait=True)
-        finals = {final for _, final in self.temporary}
-        for path in sorted(stale, key=lambda p: os.path.basename(p) != DATASET_JSON):
-            if path not in finals:
-                os.remove(path)
+        remove_stale_files(stale, keep=(final for _, final in self.temporary))
         for temporary, final in self.temporary:
             os.replace(temporary, final)
 
@@ -400,34 +405,98 @@ def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: W
         parse_split_by(options.split_by),
         options.seed,
     )
-    stale = _check_out(out, options.overwrite)
+    stale = check_output_folder(out, options.overwrite)
     by_name = {p.name: p for p in folder.pairs}
     ordered = [by_name[name] for split in plan.shards for name in plan.split_names(split)]
     encode = functools.partial(encode_or_bad, options=records)
+    in_flight = _TASKS_PER_WORKER * options.workers
     with worker_pool(options.workers, processes) as executor:
-        results = ordered_map(encode, ordered, executor, _TASKS_PER_WORKER * options.workers)
-        written = _write_shards(plan, results, _ShardWriter(out, options.compression), options, skipped, stale)
-    image, label, splits, statistics = written
-    stats, source = computed_or_manifest_statistics(options, statistics, image.band_names, manifest.statistics)
+        reference = majority_signature(folder.pairs, executor, in_flight) if options.skip_bad else None
+        results = (check_signature(r, reference) for r in ordered_map(encode, ordered, executor, in_flight))
+        summary, splits = _write_shards(plan, results, _ShardWriter(out, options.compression), options, skipped, stale)
+    image, label = summary.image, summary.label
+    stats, source = computed_or_manifest_statistics(options, summary.statistics, image.band_names, manifest.statistics)
     description = dataset_description(options, image, label, splits, manifest.class_names, stats, source, skipped)
     write_dataset_json(out, description)
     return description
 
 
-def combined_spec(spec: RasterSpec | None, other: RasterSpec, name: str) -> RasterSpec:
-    """The spec of a dataset holding ``spec``'s chips and chip ``name`` of spec ``other``."""
-    return other if spec is None or spec == other else spec.combine(other, name)
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    """What dataset.json needs from the chips written: their shared image and label specs, merged statistics."""
+
+    image: RasterSpec | None = None
+    label: RasterSpec | None = None
+    statistics: ChipStatistics | None = None
+
+    def merge(self, other: DatasetSummary, where: str) -> DatasetSummary:
+        """The summary of both sets of chips; `ChipError` naming ``where`` when their bands or dtypes differ."""
+        if other.image is None:
+            return self
+        if self.image is None:
+            return other
+        a, b = self.statistics, other.statistics
+        return DatasetSummary(
+            self.image if self.image == other.image else self.image.combine(other.image, where),
+            self.label if self.label == other.label else self.label.combine(other.label, where),
+            b if a is None else a if b is None else a.merge(b),
+        )
+
+
+def accumulate(summary: DatasetSummary, chip: EncodedChip) -> DatasetSummary:
+    """``summary`` with one more chip (the local writer's loop and Beam's CombineFn both use it)."""
+    return summary.merge(DatasetSummary(chip.image, chip.label, chip.statistics), chip.name)
+
+
+# What every chip of a dataset must share: (image dtype, image band names, label dtype, label band names).
+Signature = tuple[str, tuple[str, ...], str, tuple[str, ...]]
+
+
+def chip_signature(pair: ChipPair) -> Signature | None:
+    """The `Signature` of a chip pair from its headers; None when a header cannot be read."""
+    try:
+        image, label = read_header(pair.image_path), read_header(pair.label_path)
+    except ChipError:
+        return None  # a bad chip has no vote; encoding it reports why
+    return image.dtype, image.georeference.band_names, label.dtype, label.georeference.band_names
+
+
+def majority_signature(
+    pairs: Iterable[ChipPair], executor: concurrent.futures.Executor | None = None, in_flight: int = 4
+) -> Signature | None:
+    """The `Signature` most chip pairs share, from their headers; ties go to the first pair by name.
+
+    With ``--skip-bad`` chips of another signature are left out (`check_signature`):
+    settling it from every header up front makes the result independent of the
+    order chips are written in, so of ``--seed`` and of the worker count.
+    """
+    votes = collections.Counter(s for s in ordered_map(chip_signature, pairs, executor, in_flight) if s is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def check_signature(result: EncodedChip | BadChip, reference: Signature | None) -> EncodedChip | BadChip:
+    """``result``, or a `BadChip` when its dtypes or band names are not those of ``reference`` (None: any)."""
+    if reference is None or not isinstance(result, EncodedChip):
+        return result
+    found = (result.image.dtype, result.image.band_names, result.label.dtype, result.label.band_names)
+    differences = [
+        f"{side} has {found[i]} bands {list(found[i + 1])} where most chips have {reference[i]} bands "
+        f"{list(reference[i + 1])}"
+        for i, side in ((0, "image"), (2, "label"))
+        if found[i : i + 2] != reference[i : i + 2]
+    ]
+    return BadChip(result.name, f"{result.name}: {'; '.join(differences)}") if differences else result
 
 
 def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: WriterOptions, skipped: list, stale: list):
     """Write the records of ``results`` (in plan order) shard by shard; publish them all at the end.
 
-    Returns the image and label specs, the shards of each split and the merged
-    statistics; bad chips raise `ChipError` or, with ``skip_bad``, join ``skipped``.
+    Returns the `DatasetSummary` of the chips written and the shards of each
+    split; bad chips raise `ChipError` or, with ``skip_bad``, join ``skipped``.
     """
     from tqdm import tqdm
 
-    image = label = statistics = None
+    summary = DatasetSummary()
     shards_written: list[tuple[str, str, int, concurrent.futures.Future]] = []  # split, file, records, hash
     published = False
     total = sum(len(names) for shards in plan.shards.values() for names in shards)
@@ -443,8 +512,7 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
                         progress.update()
                         if isinstance(result, EncodedChip):
                             try:
-                                image = combined_spec(image, result.image, result.name)
-                                label = combined_spec(label, result.label, result.name)
+                                summary = accumulate(summary, result)
                             except ChipError as error:
                                 result = BadChip(result.name, str(error))
                         if isinstance(result, BadChip):
@@ -454,12 +522,8 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
                             continue
                         writer.write(result.record)
                         count += 1
-                        if result.statistics is not None:
-                            statistics = (
-                                result.statistics if statistics is None else statistics.merge(result.statistics)
-                            )
                     shards_written.append((split, name, count, writer.close()))
-        if image is None:
+        if summary.image is None:
             raise ChipError("every chip is bad; nothing to write")
         splits: dict[str, list[ShardInfo]] = {split: [] for split in plan.shards}
         for split, name, count, digest in shards_written:
@@ -469,7 +533,7 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
     finally:
         if not published:
             writer.discard()
-    return image, label, splits, statistics
+    return summary, splits
 
 
 def read_dataset_json(out: str | os.PathLike) -> dict:
@@ -488,9 +552,9 @@ def read_dataset_json(out: str | os.PathLike) -> dict:
     return description
 
 
-def shard_paths(out: str | os.PathLike, split: str | None = None) -> list[str]:
-    """Paths of the shards of one split (or all), from dataset.json, in shard order."""
-    description = read_dataset_json(out)
+def shard_paths(out: str | os.PathLike, split: str | None = None, description: Mapping | None = None) -> list[str]:
+    """Paths of the shards of one split (or all), from dataset.json (or its content ``description``), in order."""
+    description = read_dataset_json(out) if description is None else description
     splits = description["splits"] if split is None else {split: description["splits"].get(split)}
     if None in splits.values():
         raise RecordError(f"{out}: no split {split!r}; it has {', '.join(description['splits'])}")
