@@ -85,6 +85,7 @@ def test_key_round_trips(key):
     assert tile.key == key
     assert Tile.from_key(tile.key) == tile
     assert filename_to_key(key_to_filename(key) + ".tif") == key
+    assert filename_to_key(key_to_filename(key) + ".bmp") == key  # every chip suffix the reader knows
 
 
 def test_non_canonical_key_is_normalised():

@@ -257,7 +257,7 @@ def filename_to_key(filename: str) -> str:
     if os.sep in name or "/" in name or "\\" in name:
         raise TileKeyError(f"chip file name {name!r} must not contain a folder")
     stem = name
-    for suffix in (".tif", ".tiff", ".png", ".jpg", ".jpeg"):
+    for suffix in (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
