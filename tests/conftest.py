@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 # TensorFlow's start-up chatter is noise in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Retries back off for milliseconds, not seconds, so that refused connections fail fast.
@@ -26,3 +28,11 @@ def write_vector(path, geometries, crs="EPSG:4326", fields=None, layer=None, app
         append=append,
     )
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The demo catalog and labels, generated once per test session; tests copy, never change, them."""
+    from tfchips.demo_data import generate
+
+    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)

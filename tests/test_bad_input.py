@@ -32,7 +32,6 @@ from conftest import write_vector
 from pyproj import Transformer
 
 from tfchips.cli.main import cli
-from tfchips.demo_data import generate
 from tfchips.labels import load_ground_truth
 from tfchips.sources import open_source
 
@@ -312,11 +311,6 @@ CREATE_SAMPLES = [
     Case("image chip without its label twin in the output", image_without_label_in_output, 0,
          r"6 written \(3 from an earlier run\)", False, written=6),
 ]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
 
 
 @pytest.fixture(scope="module")

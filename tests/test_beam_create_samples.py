@@ -8,12 +8,6 @@ from click.testing import CliRunner
 
 from beam_pipelines import create_training_samples
 from tfchips.cli.main import cli
-from tfchips.demo_data import generate
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
 
 
 def options(demo, out, tiles_file):

@@ -21,7 +21,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tfchips.demo_data import generate
 
 BBOX = "-105.95,35.68,-105.94,35.686"  # 12 tiles of 32 px (+4 pad) at 10 m
 DAY = "2023-06-23"
@@ -115,11 +114,6 @@ def folder_state(out: Path) -> dict[str, object]:
 
 def _without_run_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in ("out", "workers")}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
 
 
 @pytest.fixture(scope="module")

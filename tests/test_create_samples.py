@@ -10,16 +10,10 @@ from click.testing import CliRunner
 
 import tfchips.samples
 from tfchips.cli.main import cli
-from tfchips.demo_data import generate
 from tfchips.grid import filename_to_key, tiles_for_shape
 from tfchips.aoi import bbox_geometry
 
 CLASSES = "0=background,1=building,2=water,3=vegetation"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
 
 
 def options(demo, out, *extra):

@@ -28,7 +28,6 @@ from click.testing import CliRunner
 from shapely.geometry import shape
 
 from tfchips.cli.main import cli
-from tfchips.demo_data import generate
 from tfchips.errors import CatalogError, ConfigError, RasterReadError
 from tfchips.grid import Tile, filename_to_key
 from tfchips.labels import load_ground_truth
@@ -199,11 +198,6 @@ def searches_for(tile: Tile) -> Callable:
 
 def range_reads_of(name: str) -> Callable:
     return lambda method, path, body: method == "GET" and path.split("?")[0].endswith(name)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("demo")), seed=0)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
@@ -209,10 +209,11 @@ def shapes(draw):
     hull = shapely.MultiPoint(points).convex_hull
     if hull.geom_type != "Polygon":
         hull = shapely.box(lon, lat, lon + width, lat + height)
+    assume(hull.bounds[2] <= 180.0)  # beyond the antimeridian both refuse the shape (tested above)
     return hull, resolution, tilesize, pad
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(shapes())
 def test_cover_equals_live_reference_on_random_shapes(case):
     shape, resolution, tilesize, pad = case
@@ -239,7 +240,7 @@ def test_cover_equals_live_reference_at_the_edges_of_the_world(shape, resolution
     assert {t.key for t in tiles_for_shape(shape, resolution, tilesize, pad)} == {t.key for t in reference}
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(lon=st.floats(-179.99, 179.99), lat=st.floats(-84.0, 84.0), grid=GRIDS, pad=st.sampled_from([0, 8]))
 def test_point_tile_equals_live_reference(lon, lat, grid, pad):
     resolution, tilesize = grid

@@ -117,3 +117,14 @@ def test_esri_metadata_files(tmp_path):
     assert stats["SpatialReference"]["wkid"] == 32613
     assert (tmp_path / "map.txt").read_text() == "images/a.tif labels/a.tif\n"
     assert "Class 1 (road)" in (tmp_path / "stats.txt").read_text()
+
+
+def test_valid_pixels_leave_out_nodata_and_nan_in_any_band():
+    from tfchips.chips import valid_pixels
+
+    image = np.ones((2, 2, 3), dtype=np.float32)
+    image[0, 0, 0] = np.nan
+    image[1, 1, 2] = -9999
+    np.testing.assert_array_equal(valid_pixels(image, None), [[False, True, True], [True, True, True]])
+    np.testing.assert_array_equal(valid_pixels(image, -9999), [[False, True, True], [True, True, False]])
+    assert valid_pixels(np.zeros((1, 2, 2), np.uint8), float("nan")).all()

@@ -435,8 +435,8 @@ def _open_chip(path: str, tile: Tile) -> Iterator:
 
 
 def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:
-    """(rows, cols) True where no band of (bands, rows, cols) holds ``nodata``."""
-    if nodata is None:
-        return np.ones(image.shape[1:], dtype=bool)
-    missing = np.isnan(image) if isinstance(nodata, float) and np.isnan(nodata) else image == nodata
+    """(rows, cols) True where no band of (bands, rows, cols) holds ``nodata`` or NaN."""
+    missing = np.isnan(image) if image.dtype.kind == "f" else np.zeros(image.shape, dtype=bool)
+    if nodata is not None and not np.isnan(nodata):
+        missing |= image == nodata
     return ~np.any(missing, axis=0)

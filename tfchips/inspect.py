@@ -33,13 +33,18 @@ from tfchips.chips import (
     ChipPair,
     chip_key,
     find_chip_pairs,
-    read_chip_header,
+    open_chip,
     read_manifest,
+    valid_pixels,
 )
 from tfchips.errors import ChipError, RecordError, TfchipsError
-from tfchips.records.codecs import decode_with_gdal
-from tfchips.statistics import ChipStatistics, chip_statistics, statistics_json
 from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, read_dataset_json
+from tfchips.statistics import (
+    ChipStatistics,
+    chip_statistics,
+    statistics_json,
+    valid_values,
+)
 
 # Pixel values kept per band, a uniform random sample, for histograms and percentiles.
 SAMPLE_SIZE = 100_000
@@ -404,8 +409,8 @@ def _record_files(pattern: str, matches: list[str]) -> RecordSource:
 
 
 def _load_side(path: str) -> tuple[np.ndarray, RasterLayout]:
-    header = read_chip_header(path)
-    pixels = decode_with_gdal(header)
+    with open_chip(path) as (header, read_pixels):
+        pixels = read_pixels()
     reference = header.georeference
     return pixels, RasterLayout(None, header.format, header.shape, header.dtype, reference.band_names, reference.nodata)
 
@@ -510,14 +515,6 @@ class ChipFigures:
     samples: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
-def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(rows, cols) True where no band of (rows, cols, bands) is nodata or NaN."""
-    missing = np.isnan(image).any(axis=2) if image.dtype.kind == "f" else np.zeros(image.shape[:2], dtype=bool)
-    if nodata is not None and not math.isnan(nodata):
-        missing |= (image == nodata).any(axis=2)
-    return ~missing
-
-
 def chip_figures(chip: DecodedChip, sample_size: int = SAMPLE_SIZE) -> ChipFigures:
     """Statistics, valid fraction and pixel samples of one chip."""
     image_nodata, label_nodata = chip.image_layout.nodata, chip.label_layout.nodata
@@ -525,13 +522,10 @@ def chip_figures(chip: DecodedChip, sample_size: int = SAMPLE_SIZE) -> ChipFigur
     rng = np.random.default_rng(zlib.crc32(chip.name.encode("utf-8")))
     samples = []
     for band in range(chip.image.shape[2]):
-        values = chip.image[:, :, band].ravel()
-        keep = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
-        if image_nodata is not None and not math.isnan(image_nodata):
-            keep &= values != image_nodata
-        samples.append(_smallest(rng.random(int(keep.sum())), values[keep].astype(np.float64), sample_size))
+        values = valid_values(chip.image[:, :, band].ravel(), image_nodata)
+        samples.append(_smallest(rng.random(values.size), values.astype(np.float64), sample_size))
     counted = sum(count for _, count in statistics.class_counts)
-    entry = ChipEntry(chip.name, chip.key, chip.split, float(valid_mask(chip.image, image_nodata).mean()))
+    entry = ChipEntry(chip.name, chip.key, chip.split, float(valid_pixels(np.moveaxis(chip.image, -1, 0), image_nodata).mean()))
     return ChipFigures(entry, (chip.image_layout, chip.label_layout), statistics, chip.label.size - counted, tuple(samples))
 
 

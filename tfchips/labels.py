@@ -76,6 +76,11 @@ class LabelRequest:
         if self.attribute is None and self.ignore_value == 1:
             raise ConfigError("ignore_value 1 is the value every feature burns when no attribute is given")
 
+    @property
+    def nodata(self) -> int | None:
+        """The label raster's nodata: ``ignore_value`` when an extent is given, else None."""
+        return self.ignore_value if self.extent is not None else None
+
     @classmethod
     def from_options(cls, options: dict) -> LabelRequest:
         """Request from job options named like the CLI options (``labels``, ``labels_layer``, ...).
@@ -209,7 +214,7 @@ class GroundTruth:
     @property
     def nodata(self) -> int | None:
         """The label raster's nodata: ``ignore_value`` when an extent is given, else None."""
-        return self.request.ignore_value if self._extent is not None else None
+        return self.request.nodata
 
     def rasterize(self, tile: Tile) -> np.ndarray:
         """(rows, cols) uint8 classes on ``tile``'s grid (``tile.transform``, ``tile.crs``).

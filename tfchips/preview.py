@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tfchips import storage
+from tfchips.chips import valid_pixels
 from tfchips.errors import ConfigError
 from tfchips.inspect import (
     ChipSample,
@@ -25,7 +26,6 @@ from tfchips.inspect import (
     Problem,
     open_dataset,
     sample_chips,
-    valid_mask,
 )
 from tfchips.manifest import class_colour
 
@@ -98,7 +98,7 @@ def stretch(image: np.ndarray, bands: Sequence[int], nodata: float | None) -> np
     Pixels where a shown band is nodata or NaN become `NODATA_COLOUR`.
     """
     shown = image[:, :, list(bands)].astype(np.float64)
-    valid = valid_mask(shown, nodata)
+    valid = valid_pixels(np.moveaxis(shown, -1, 0), nodata)
     channels = []
     for band in range(shown.shape[2]):
         values = shown[:, :, band]
@@ -180,7 +180,10 @@ def contact_sheet(
     legend = _legend(chips, class_names)
     # Chips of one dataset share their bands; each is still looked up by name in case they do not.
     chosen = [display_bands(chip.image_layout.band_names, bands or shown) for chip in chips]
-    if any((~valid_mask(c.image[:, :, list(i)], c.image_layout.nodata)).any() for c, i in zip(chips, chosen)):
+    if any(
+        (~valid_pixels(np.moveaxis(c.image[:, :, list(i)], -1, 0), c.image_layout.nodata)).any()
+        for c, i in zip(chips, chosen)
+    ):
         legend.append(("no data", NODATA_COLOUR))
     width = 2 * _MARGIN + columns * cell_width + (columns - 1) * 2 * _GAP
     subtitle = _wrap(

@@ -207,8 +207,7 @@ def create_samples(
 
 def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict) -> None:
     """The manifest and ESRI metadata of a finished job, in ``job.out``."""
-    label_nodata = job.labels.ignore_value if job.labels.extent else None
-    manifest = build_manifest(list(summary.records), parameters, summary.band_names, job.class_names, label_nodata)
+    manifest = build_manifest(list(summary.records), parameters, summary.band_names, job.class_names, job.labels.nodata)
     write_manifest(job.out, manifest)
     written = sorted(r.key for r in summary.records if r.status == "written")
     if written:

@@ -66,7 +66,8 @@ def _class_order(value: str) -> tuple[float, str]:
         return (math.inf, value)
 
 
-def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
+def valid_values(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """The values that are neither NaN nor ``nodata``."""
     keep = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         keep &= values != nodata
@@ -99,10 +100,10 @@ def chip_statistics(
     ``valid`` (rows, cols), when given, further restricts the image pixels counted.
     """
     bands = tuple(
-        _moments(_valid(image[:, :, b] if valid is None else image[:, :, b][valid], image_nodata))
+        _moments(valid_values(image[:, :, b] if valid is None else image[:, :, b][valid], image_nodata))
         for b in range(image.shape[2])
     )
-    classes = _valid(label.ravel(), label_nodata)
+    classes = valid_values(label.ravel(), label_nodata)
     if classes.dtype.kind == "u" and classes.dtype.itemsize <= 2:
         frequencies = np.bincount(classes)
         values = np.flatnonzero(frequencies)

@@ -66,8 +66,8 @@ def label_options(function):
 @options.bbox
 @click.option("--tiles", "tiles_path", type=click.Path(dir_okay=False),
               help="Tile keys to build: a text file (one per line) or a vector file with a tile_key column.")
-@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), help="Metres per pixel.")
-@click.option("--tilesize", type=click.IntRange(min=1), help="Tile width in pixels, without padding.")
+@options.resolution(required=False)  # not with --tiles, whose keys carry the grid
+@options.tilesize(required=False)
 @options.pad
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Chip folder to write.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: the core count].")

@@ -28,12 +28,16 @@ aoi = click.option(
 bbox = click.option(
     "--bbox", callback=_parse_bbox, metavar="W,S,E,N", help="Area of interest in WGS84 degrees."
 )
-resolution = click.option(
-    "--resolution", type=click.FloatRange(min=0, min_open=True), required=True, help="Metres per pixel."
-)
-tilesize = click.option(
-    "--tilesize", type=click.IntRange(min=1), required=True, help="Tile width in pixels, without padding."
-)
+def resolution(required: bool = True):
+    return click.option(
+        "--resolution", type=click.FloatRange(min=0, min_open=True), required=required, help="Metres per pixel."
+    )
+
+
+def tilesize(required: bool = True):
+    return click.option(
+        "--tilesize", type=click.IntRange(min=1), required=required, help="Tile width in pixels, without padding."
+    )
 pad = click.option(
     "--pad",
     type=click.IntRange(min=0),

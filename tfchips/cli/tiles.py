@@ -13,8 +13,8 @@ from tfchips.grid import tiles_for_shape, tiles_to_geojson
 @click.command("tiles")
 @options.aoi
 @options.bbox
-@options.resolution
-@options.tilesize
+@options.resolution()
+@options.tilesize()
 @options.pad
 @click.option(
     "--format",
