@@ -23,7 +23,7 @@ from tfchips.records.codecs import (
     encode_file,
     encode_pixels,
 )
-from tfchips.records.geotiff import read_geotiff_header
+from tfchips.records.geotiff import GeoTiff, has_aux_file, libtiff_pixels, parse_geotiff, read_geotiff_header
 from tfchips.records.schema import SCHEMAS, RasterSpec, build_legacy_record, build_record
 from tfchips.statistics import ChipStatistics, chip_statistics
 
@@ -92,26 +92,61 @@ def _read_file(path: str) -> bytes:
         raise ChipError(f"{path}: cannot read chip ({error.strerror})") from None
 
 
+@dataclass(frozen=True, slots=True)
+class ChipFile:
+    """A chip file's bytes, and whether an ``.aux.xml`` lies beside it (`has_aux_file`)."""
+
+    path: str
+    data: bytes
+    aux: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChipFiles:
+    """A chip pair with its image and label files read."""
+
+    pair: ChipPair
+    image: ChipFile
+    label: ChipFile
+
+
+def read_chip_file(path: str) -> ChipFile:
+    """A chip file read; `ChipError` naming it when it cannot be."""
+    return ChipFile(path, _read_file(path), has_aux_file(path))
+
+
+def read_chip_files(pair: ChipPair) -> ChipFiles:
+    """A chip pair's two files read; `ChipError` naming a file that cannot be."""
+    return ChipFiles(pair, read_chip_file(pair.image_path), read_chip_file(pair.label_path))
+
+
 def read_header(path: str) -> ChipHeader:
     """A chip's header as the encoder reads it: parsed from a self-contained GeoTIFF's bytes, else by GDAL."""
     return read_geotiff_header(path, _read_file(path)) or read_chip_header(path)
 
 
-def _load(path: str, encoding: str, decoder: str, want_pixels: bool) -> _Loaded:
+def _load(file: ChipFile, encoding: str, decoder: str, want_pixels: bool) -> _Loaded:
     """Encode one chip file; decode it only when ``want_pixels`` (or its encoding) asks."""
-    data = _read_file(path)
+    path, data = file.path, file.data
     decodes = want_pixels or encoding != "bytes"
     # A GeoTIFF that holds its own georeferencing needs neither GDAL for its header
     # nor GDAL's scan of the folder for sidecar files when it is decoded.
-    header = read_geotiff_header(path, data)
-    if header is not None:
-        gdal = functools.partial(decode_with_gdal, header, False)
+    tiff = parse_geotiff(path, data, file.aux)
+    if tiff is not None:
+        header = tiff.header
+        gdal = functools.partial(_geotiff_pixels, data, tiff)
         pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
     else:
         with open_chip(path) as (header, gdal):  # one GDAL open for the header and, if needed, the pixels
             pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
     encoded = encode_file(data, header) if encoding == "bytes" else encode_pixels(pixels, encoding, path)
     return _Loaded(encoded, header.georeference, pixels)
+
+
+def _geotiff_pixels(data: bytes, tiff: GeoTiff) -> np.ndarray:
+    """GDAL's pixels of a GeoTIFF, decoded by libtiff directly where it gives the same values."""
+    pixels = libtiff_pixels(data, tiff)
+    return pixels if pixels is not None else decode_with_gdal(tiff.header, False)
 
 
 def _check_twins(pair: ChipPair, image: _Loaded, label: _Loaded) -> None:
@@ -131,8 +166,14 @@ def encode_chip_pair(pair: ChipPair, options: RecordOptions) -> EncodedChip:
     Pure apart from reading the two chip files: the same pair and options give the
     same bytes in any process.
     """
-    image = _load(pair.image_path, options.encoding, options.decoder, options.statistics)
-    label = _load(pair.label_path, options.labels, options.decoder, options.statistics)
+    return encode_chip_files(read_chip_files(pair), options)
+
+
+def encode_chip_files(files: ChipFiles, options: RecordOptions) -> EncodedChip:
+    """`encode_chip_pair` of a pair whose files are already read."""
+    pair = files.pair
+    image = _load(files.image, options.encoding, options.decoder, options.statistics)
+    label = _load(files.label, options.labels, options.decoder, options.statistics)
     _check_twins(pair, image, label)
     label_names = label.georeference.band_names
     if options.schema == "legacy":

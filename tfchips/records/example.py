@@ -72,9 +72,23 @@ def float_feature(values: np.ndarray) -> Chunks:
     return _field(2, _field(1, [np.ascontiguousarray(values, dtype="<f4").tobytes()]))
 
 
+# Features up to this size are serialized once per distinct value: the dtypes,
+# shapes and band names of a folder's records repeat from one record to the next.
+_MEMO_BYTES = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _small_entry(name: str, feature: bytes) -> bytes:
+    return b"".join(_field(1, [_name_field(name), *_field(2, [feature])]))
+
+
 def serialize_example(features: Mapping[str, Chunks]) -> bytes:
     """Serialized ``tf.train.Example`` with ``features`` (name -> feature chunks), sorted by name."""
     entries: Chunks = []
     for name in sorted(features):
-        entries += _field(1, [_name_field(name), *_field(2, features[name])])
+        feature = features[name]
+        if sum(map(len, feature)) <= _MEMO_BYTES:
+            entries.append(_small_entry(name, b"".join(feature)))
+        else:
+            entries += _field(1, [_name_field(name), *_field(2, feature)])
     return b"".join(_field(1, entries))

@@ -1,4 +1,4 @@
-"""GeoTIFF headers read straight from the file's bytes, without GDAL.
+"""GeoTIFF headers and pixels read straight from the file's bytes, without GDAL.
 
 Opening a chip with GDAL costs about half a millisecond (driver probing, sidecar
 lookups, CRS construction); `bytes` records never need the pixels, so the
@@ -6,6 +6,10 @@ header they carry is parsed here in tens of microseconds. Only the common case
 is handled: one EPSG-coded CRS, a pixel-is-area transform, GDAL's own band
 description and nodata tags. Anything else returns None and the caller asks
 GDAL, so the two paths always agree.
+
+Pixels of such a GeoTIFF under a lossless compression are decoded by libtiff
+(through imagecodecs), the library GDAL itself decodes GeoTIFFs with: the same
+values, in about half the time of a GDAL read of a 256 x 256 x 3 LZW chip.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import functools
 import os
 import struct
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from xml.sax.saxutils import unescape
 
+import numpy as np
 from affine import Affine
 
 from tfchips.chips import ChipGeoreference, ChipHeader, band_names
@@ -51,15 +57,27 @@ _DTYPES = {
     (3, 64): "float64",
 }
 _WIDTH, _HEIGHT, _BITS, _SAMPLES, _SAMPLE_FORMAT, _PHOTOMETRIC = 256, 257, 258, 277, 339, 262
+_COMPRESSION, _PLANAR_CONFIGURATION = 259, 284
 _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
 _PIXEL_SCALE, _TIEPOINT, _MODEL_TRANSFORM = 33550, 33922, 34264
 _GEOKEYS, _GEO_DOUBLES, _GEO_ASCII = 34735, 34736, 34737
 _GDAL_METADATA, _GDAL_NODATA = 42112, 42113
 _PALETTE = 3
+_MIN_IS_BLACK, _RGB = 1, 2
+_BAND_SEQUENTIAL = 2
+# Compressions that decode to the same values whichever library decodes them:
+# none, LZW, Deflate (two codes), PackBits, LZMA, Zstandard. JPEG is left to GDAL:
+# its colour conversion and upsampling differ between libraries.
+_LOSSLESS = {1, 5, 8, 32946, 32773, 34925, 50000}
 # GeoKeys that do not change the CRS named by its EPSG code (citations, units that match it).
 _MODEL_TYPE, _RASTER_TYPE, _GEOGRAPHIC_CODE, _PROJECTED_CODE = 1024, 1025, 2048, 3072
 _HARMLESS_KEYS = {1026, 2049, 3073, 2054, 3076, 2057, 2058, 2059}
 _HARMLESS_VALUES = {2054: 9102, 3076: 9001}  # degree, metre: GDAL's own choices for EPSG codes
+
+
+@functools.lru_cache(maxsize=8)
+def _entry_struct(layout: str) -> struct.Struct:
+    return struct.Struct(layout)
 
 
 def _tags(data: bytes, path: str) -> dict[int, object] | None:
@@ -79,17 +97,17 @@ def _tags(data: bytes, path: str) -> dict[int, object] | None:
             return None
         ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
         entries = struct.unpack_from(endian + entries_code, data, ifd)[0]
-        position = ifd + struct.calcsize(entries_code)
+        first = ifd + struct.calcsize(entries_code)
+        entry = _entry_struct(endian + "HH" + word + word)  # tag, type, count, value or its offset
+        table = data[first : first + entries * entry.size]
+        if len(table) < entries * entry.size:
+            raise struct.error("short IFD")
         tags: dict[int, object] = {}
-        for _ in range(entries):
-            tag, kind, count = struct.unpack_from(f"{endian}HH{word}", data, position)
-            value_at = position + 4 + word_size
-            position += 4 + 2 * word_size
+        for index, (tag, kind, count, offset) in enumerate(entry.iter_unpack(table)):
             if kind not in _TYPES:
                 continue
             code, size = _TYPES[kind]
-            if size * count > word_size:
-                value_at = struct.unpack_from(endian + word, data, value_at)[0]
+            value_at = offset if size * count > word_size else first + index * entry.size + 4 + word_size
             if value_at + size * count > len(data):
                 raise ChipError(f"{path}: truncated TIFF (tag {tag} lies past the end of the file)")
             if kind == 2:
@@ -148,8 +166,36 @@ def _descriptions(text: str | None, count: int) -> tuple[str | None, ...]:
     return tuple(descriptions)
 
 
+@dataclass(frozen=True, slots=True)
+class GeoTiff:
+    """A GeoTIFF's header, and how libtiff returns its pixels.
+
+    ``libtiff`` says libtiff decodes the pixels to exactly GDAL's values (a
+    lossless compression, grey or RGB samples); ``band_sequential`` that they
+    come as (bands, rows, cols).
+    """
+
+    header: ChipHeader
+    libtiff: bool
+    band_sequential: bool
+
+
+def has_aux_file(path: str) -> bool:
+    """Whether GDAL metadata (``.aux.xml``), which overrides the file's own, lies beside ``path``."""
+    return os.path.exists(path + ".aux.xml")
+
+
 def read_geotiff_header(path: str, data: bytes) -> ChipHeader | None:
-    """Header of the GeoTIFF whose bytes are ``data``, or None where GDAL must read it.
+    """Header of the GeoTIFF whose bytes are ``data``, or None where GDAL must read it (see `parse_geotiff`)."""
+    parsed = parse_geotiff(path, data, has_aux_file(path))
+    return parsed.header if parsed else None
+
+
+def parse_geotiff(path: str, data: bytes, aux: bool) -> GeoTiff | None:
+    """The GeoTIFF whose bytes are ``data``, or None where GDAL must read its header.
+
+    ``aux`` says whether an ``.aux.xml`` lies beside it (`has_aux_file`); GDAL then
+    reads the header, as the sidecar's metadata overrides the file's.
 
     Tags this parser does not understand, or that are malformed (a short GeoKey
     directory or transformation, an empty width), give None too: GDAL then
@@ -157,8 +203,8 @@ def read_geotiff_header(path: str, data: bytes) -> ChipHeader | None:
     is a TIFF whose header or pixel blocks extend past its end (a truncated copy).
     """
     tags = _tags(data, path)
-    if tags is None or os.path.exists(path + ".aux.xml"):
-        return None  # not a TIFF, or PAM metadata that overrides the file's own
+    if tags is None or aux:
+        return None
     try:
         parsed = _header(path, tags)
     except (IndexError, TypeError, ValueError, ElementTree.ParseError):
@@ -168,7 +214,30 @@ def read_geotiff_header(path: str, data: bytes) -> ChipHeader | None:
     header, offsets, sizes = parsed
     if len(offsets) != len(sizes) or max(o + s for o, s in zip(offsets, sizes)) > len(data):
         raise ChipError(f"{path}: truncated TIFF (pixel blocks lie past the end of the file)")
-    return header
+    libtiff = (
+        tags.get(_COMPRESSION, (1,))[0] in _LOSSLESS
+        and tags.get(_PHOTOMETRIC, (_MIN_IS_BLACK,))[0] in (_MIN_IS_BLACK, _RGB)
+        and header.bits == np.dtype(header.dtype).itemsize * 8
+    )
+    band_sequential = header.shape[2] > 1 and tags.get(_PLANAR_CONFIGURATION, (1,))[0] == _BAND_SEQUENTIAL
+    return GeoTiff(header, libtiff, band_sequential)
+
+
+def libtiff_pixels(data: bytes, tiff: GeoTiff) -> np.ndarray | None:
+    """(rows, cols, bands) pixels of the GeoTIFF ``data`` decoded by libtiff; None where GDAL must decode them."""
+    if not tiff.libtiff:
+        return None
+    import imagecodecs
+
+    try:
+        pixels = imagecodecs.tiff_decode(data)
+    except Exception:  # libtiff fails in several exception types; GDAL then reads the chip and names the problem
+        return None
+    if tiff.band_sequential and pixels.ndim == 3:
+        pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    if pixels.dtype != tiff.header.dtype or pixels.size != np.prod(tiff.header.shape):
+        return None
+    return pixels.reshape(tiff.header.shape)
 
 
 def _header(path: str, tags: dict[int, object]) -> tuple[ChipHeader, tuple, tuple] | None:

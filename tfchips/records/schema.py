@@ -43,6 +43,7 @@ float32 loses integers above 2**24 (16 777 216) and doubles' precision, at most 
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -137,11 +138,21 @@ class RasterSpec:
 
 def _side(prefix: str, raster: EncodedRaster, band_names: tuple[str, ...]) -> dict[str, Chunks]:
     return {
-        f"{prefix}/encoding": bytes_feature([raster.encoding.encode()]),
-        f"{prefix}/format": bytes_feature([raster.format.encode()]),
+        **_description(prefix, raster.encoding, raster.format, raster.shape, raster.dtype, band_names),
         f"{prefix}/data": bytes_feature(raster.data),
-        f"{prefix}/shape": int64_feature(raster.shape),
-        f"{prefix}/dtype": bytes_feature([raster.dtype.encode()]),
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _description(
+    prefix: str, encoding: str, format: str, shape: tuple[int, ...], dtype: str, band_names: tuple[str, ...]
+) -> dict[str, Chunks]:
+    """The features that describe one side's pixels (cached: they repeat from record to record; never mutated)."""
+    return {
+        f"{prefix}/encoding": bytes_feature([encoding.encode()]),
+        f"{prefix}/format": bytes_feature([format.encode()]),
+        f"{prefix}/shape": int64_feature(shape),
+        f"{prefix}/dtype": bytes_feature([dtype.encode()]),
         f"{prefix}/band_names": bytes_feature([n.encode("utf-8") for n in band_names]),
     }
 
