@@ -132,3 +132,18 @@ def test_ordered_batch_map_keeps_order(workers):
     with worker_pool(workers) as executor:
         results = ordered_batch_map(lambda batch: [-i for i in batch], range(50), executor, in_flight=2)
         assert list(results) == [-i for i in range(50)]
+
+
+def test_record_bytes_of_any_lossless_tiff_decode_through_libtiff_like_gdal(tmp_path):
+    from tfchips.records.codecs import decode_payload
+    from tfchips.records.geotiff import tiff_pixels
+
+    pixels = random_pixels(np.random.default_rng(3), 4, "uint16", size=24)
+    plain = write_raster(str(tmp_path / "plain.tif"), pixels, crs=None, transform=None, compress="lzw")  # no CRS
+    data = open(plain, "rb").read()
+    expected = pixels.transpose(1, 2, 0)
+    np.testing.assert_array_equal(tiff_pixels(data, (24, 24, 4), "uint16"), expected)
+    assert tiff_pixels(data, (24, 24, 4), "int16") is None  # not what the file holds
+    assert tiff_pixels(data[:100], (24, 24, 4), "uint16") is None  # truncated: left to GDAL
+    assert tiff_pixels(b"\x89PNG\r\n\x1a\n", (24, 24, 4), "uint16") is None
+    np.testing.assert_array_equal(decode_payload("bytes", (data,), (24, 24, 4), "uint16"), expected)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tfchips.chips import ChipHeader, read_chip_pixels
 from tfchips.errors import ChipError, RecordError
+from tfchips.records.geotiff import tiff_pixels
 
 ENCODINGS = ("bytes", "png", "array")
 DECODERS = ("auto", "tf", "gdal")
@@ -194,6 +195,9 @@ def decode_payload(encoding: str, data: tuple[bytes, ...], shape: tuple[int, int
         )
         return stored.view(dtype).reshape(shape)
     if encoding == "bytes":
+        pixels = tiff_pixels(data[0], shape, dtype)
+        if pixels is not None:
+            return pixels
         from rasterio.io import MemoryFile
 
         with MemoryFile(data[0]) as memory, memory.open() as dataset:

@@ -15,6 +15,7 @@ values, in about half the time of a GDAL read of a 256 x 256 x 3 LZW chip.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 import xml.etree.ElementTree as ElementTree
@@ -214,30 +215,56 @@ def parse_geotiff(path: str, data: bytes, aux: bool) -> GeoTiff | None:
     header, offsets, sizes = parsed
     if len(offsets) != len(sizes) or max(o + s for o, s in zip(offsets, sizes)) > len(data):
         raise ChipError(f"{path}: truncated TIFF (pixel blocks lie past the end of the file)")
-    libtiff = (
+    return GeoTiff(header, _libtiff_decodes(tags, header.dtype), _band_sequential(tags))
+
+
+def _libtiff_decodes(tags: dict[int, object], dtype: str) -> bool:
+    """Whether libtiff decodes the pixels to GDAL's values: lossless, grey or RGB, whole-byte samples."""
+    return (
         tags.get(_COMPRESSION, (1,))[0] in _LOSSLESS
         and tags.get(_PHOTOMETRIC, (_MIN_IS_BLACK,))[0] in (_MIN_IS_BLACK, _RGB)
-        and header.bits == np.dtype(header.dtype).itemsize * 8
+        and set(tags.get(_BITS, (1,))) == {np.dtype(dtype).itemsize * 8}
     )
-    band_sequential = header.shape[2] > 1 and tags.get(_PLANAR_CONFIGURATION, (1,))[0] == _BAND_SEQUENTIAL
-    return GeoTiff(header, libtiff, band_sequential)
+
+
+def _band_sequential(tags: dict[int, object]) -> bool:
+    return tags.get(_SAMPLES, (1,))[0] > 1 and tags.get(_PLANAR_CONFIGURATION, (1,))[0] == _BAND_SEQUENTIAL
 
 
 def libtiff_pixels(data: bytes, tiff: GeoTiff) -> np.ndarray | None:
     """(rows, cols, bands) pixels of the GeoTIFF ``data`` decoded by libtiff; None where GDAL must decode them."""
     if not tiff.libtiff:
         return None
+    return _decoded(data, tiff.header.shape, tiff.header.dtype, tiff.band_sequential)
+
+
+def tiff_pixels(data: bytes, shape: tuple[int, int, int], dtype: str) -> np.ndarray | None:
+    """(rows, cols, bands) ``dtype`` pixels of the TIFF file ``data`` decoded by libtiff, georeferenced or not.
+
+    None where libtiff would not give GDAL's values (see `parse_geotiff`), or the
+    file does not hold pixels of that shape and dtype.
+    """
+    try:
+        tags = _tags(data, "TIFF")
+    except ChipError:
+        return None
+    if tags is None or not _libtiff_decodes(tags, dtype):
+        return None
+    return _decoded(data, shape, dtype, _band_sequential(tags))
+
+
+def _decoded(data: bytes, shape: tuple[int, int, int], dtype: str, band_sequential: bool) -> np.ndarray | None:
     import imagecodecs
 
     try:
         pixels = imagecodecs.tiff_decode(data)
     except Exception:  # libtiff fails in several exception types; GDAL then reads the chip and names the problem
         return None
-    if tiff.band_sequential and pixels.ndim == 3:
+    if band_sequential and pixels.ndim == 3:
         pixels = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-    if pixels.dtype != tiff.header.dtype or pixels.size != np.prod(tiff.header.shape):
+    if pixels.dtype != dtype or pixels.size != math.prod(shape):
         return None
-    return pixels.reshape(tiff.header.shape)
+    return pixels.reshape(shape)
 
 
 def _header(path: str, tags: dict[int, object]) -> tuple[ChipHeader, tuple, tuple] | None:
