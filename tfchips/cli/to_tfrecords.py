@@ -31,7 +31,10 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
     type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
-    help="Pixel decoder: TensorFlow (PNG/JPEG/BMP) or GDAL (any raster); auto: TensorFlow where it is exact.",
+    help=(
+        "Pixel decoder: TensorFlow (PNG/JPEG/BMP) or GDAL (any raster; libtiff directly for lossless GeoTIFFs); "
+        "auto: TensorFlow where it is exact."
+    ),
 )
 @click.option(
     "--schema",
