@@ -57,6 +57,15 @@ def test_libtiff_decodes_lossless_geotiffs_to_gdals_pixels(
     np.testing.assert_array_equal(ours, gdal)
 
 
+@pytest.mark.parametrize("bands,options", [(3, {"photometric": "RGB"}), (4, {"photometric": "RGB", "alpha": "YES"})])
+def test_libtiff_decodes_rgb_and_rgba_geotiffs_to_gdals_pixels(tmp_path, bands, options):
+    pixels = random_pixels(np.random.default_rng(bands), bands, "uint8", size=40)
+    path = write_raster(str(tmp_path / "rgb.tif"), pixels, compress="lzw", **options)
+    ours = libtiff_pixels(*_parsed(path))
+    assert ours is not None, "libtiff was not used"
+    np.testing.assert_array_equal(ours, read_chip_pixels(path, channels_last=True))
+
+
 def test_jpeg_geotiffs_and_colour_tables_are_left_to_gdal(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
     jpeg = _geotiff(str(tmp_path / "jpeg.tif"), rgb, "jpeg")

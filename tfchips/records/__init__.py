@@ -4,8 +4,11 @@
   `build_record`, `decode_example`, `feature_spec`.
 - `codecs`: the ``bytes`` / ``png`` / ``array`` encodings and the TensorFlow and
   GDAL chip decoders.
+- `geotiff`: GeoTIFF headers parsed from the file's bytes, and pixels of lossless
+  GeoTIFFs decoded by libtiff, both without GDAL.
 - `encoder`: `encode_chip_pair`, one chip pair to one serialized record (pure,
   picklable: the unit a Beam pipeline maps).
+- `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: `plan_shards`, which split and shard each chip goes to.
 - `writer`: `write_tfrecords`, the local parallel writer, and dataset.json.
 """

@@ -219,25 +219,28 @@ def ordered_batch_map(
     in_flight: int = 4,
 ) -> Iterator:
     """`ordered_map` of a ``function`` that takes a batch (a list of items) and returns their results."""
+    if executor is None:
+        for batch in _batches(items):
+            yield from function(batch)
+        return
     pending: collections.deque = collections.deque()
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == _BATCH:
-            pending.append(executor.submit(function, batch) if executor else _done(function(batch)))
-            batch = []
-            if len(pending) >= in_flight:
-                yield from pending.popleft().result()
-    if batch:
-        pending.append(executor.submit(function, batch) if executor else _done(function(batch)))
+    for batch in _batches(items):
+        pending.append(executor.submit(function, batch))
+        if len(pending) >= in_flight:
+            yield from pending.popleft().result()
     while pending:
         yield from pending.popleft().result()
 
 
-def _done(result) -> concurrent.futures.Future:
-    future: concurrent.futures.Future = concurrent.futures.Future()
-    future.set_result(result)
-    return future
+def _batches(items: Iterable) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def settled_record_options(options: WriterOptions, manifest_statistics: dict | None) -> tuple[RecordOptions, bool]:
