@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
-from benchmarks.result import Result
+from benchmarks.result import Result, cpu_seconds
 
 CHIPS = int(os.environ.get("TFCHIPS_BENCH_PARSE_CHIPS", "320"))
 SIZE, BANDS, BATCH = 256, 4, 32
@@ -68,18 +67,13 @@ def _rasterio_generator(chips: str):
     return tf.data.Dataset.from_generator(generate, output_signature=signature).batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _epoch_seconds(dataset) -> tuple[float, float]:
     """Wall and CPU seconds (all of this process's threads) of one epoch."""
-    start, cpu = time.perf_counter(), _cpu_seconds()
+    start, cpu = time.perf_counter(), cpu_seconds()
     count = sum(int(image.shape[0]) for image, _ in dataset)
     if count != CHIPS:
         raise RuntimeError(f"an epoch delivered {count} images, not {CHIPS}")
-    return time.perf_counter() - start, _cpu_seconds() - cpu
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def _serve(connection, name: str, source: str) -> None:

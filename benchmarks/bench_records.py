@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from benchmarks.result import Result
+from benchmarks.result import Result, cpu_seconds
 from tfchips.chips import find_chip_pairs
 from tfchips.records import RecordOptions, WriterOptions, write_tfrecords
 
@@ -105,7 +104,7 @@ def _naive(chips: str, out: str, mode: str) -> tuple[float, float]:
         return tf.train.Feature(**{kind: lists[kind](value=values)})
 
     pairs = find_chip_pairs(chips).pairs[:BASELINE_SAMPLE]
-    start, cpu = time.perf_counter(), _cpu_seconds()
+    start, cpu = time.perf_counter(), cpu_seconds()
     with tf.io.TFRecordWriter(os.path.join(out, "naive.tfrecord")) as writer:
         for pair in pairs:
             with rasterio.open(pair.image_path) as src:
@@ -132,7 +131,7 @@ def _naive(chips: str, out: str, mode: str) -> tuple[float, float]:
                 )
             )
             writer.write(example.SerializeToString())
-    return (time.perf_counter() - start) / len(pairs), (_cpu_seconds() - cpu) / len(pairs)
+    return (time.perf_counter() - start) / len(pairs), (cpu_seconds() - cpu) / len(pairs)
 
 
 def _peak_rss_mb() -> float:
@@ -145,18 +144,12 @@ def _reset_peak() -> None:
         stream.write("5")  # Linux: resets VmHWM to the current resident size
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process (every thread) and of its finished children."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def _ours(chips: str, out: str, mode: str, workers: int) -> tuple[float, float]:
     """Wall and CPU seconds of `write_tfrecords` over the whole folder."""
     shutil.rmtree(out, ignore_errors=True)
-    start, cpu = time.perf_counter(), _cpu_seconds()
+    start, cpu = time.perf_counter(), cpu_seconds()
     write_tfrecords(chips, out, WriterOptions(records=RecordOptions(mode), shards=8, workers=workers))
-    return time.perf_counter() - start, _cpu_seconds() - cpu
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def _fastest(measure, *args) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,6 +45,12 @@ class Result:
             "met": self.met,
             **self.details,
         }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def best_seconds(function: Callable[[], object], repeat: int = 3) -> float:

@@ -38,6 +38,7 @@ from tfchips.chips import (
     valid_pixels,
 )
 from tfchips.errors import ChipError, RecordError, TfchipsError
+from tfchips.records.schema import nodata_from_json, nodata_to_json
 from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, read_dataset_json
 from tfchips.statistics import (
     ChipStatistics,
@@ -91,7 +92,7 @@ class RasterLayout:
             "shape": list(self.shape),
             "dtype": self.dtype,
             "band_names": list(self.band_names),
-            "nodata": _json_number(self.nodata),
+            "nodata": nodata_to_json(self.nodata),
         }
 
 
@@ -318,10 +319,6 @@ def _problem(error: Exception, *paths: str) -> Problem:
     return Problem(paths[0], message)
 
 
-def _json_number(value: float | None) -> float | str | None:
-    return "nan" if value is not None and math.isnan(value) else value
-
-
 # ---------------------------------------------------------------------------
 # Opening a path
 # ---------------------------------------------------------------------------
@@ -433,8 +430,7 @@ def load_pair(pair: ChipPair) -> DecodedChip:
 
 
 def _nodata(spec: dict | None) -> float | None:
-    value = (spec or {}).get("nodata")
-    return math.nan if value == "nan" else value
+    return nodata_from_json((spec or {}).get("nodata"))
 
 
 def decode_record(serialized: bytes, split: str, dataset: dict | None, where: str) -> DecodedChip:

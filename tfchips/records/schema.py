@@ -106,8 +106,8 @@ class RasterSpec:
         return cls(raster.encoding, raster.format, raster.shape, raster.dtype, band_names, nodata, parts)
 
     def as_json(self) -> dict:
-        """dataset.json form; a NaN nodata is written as the string ``"nan"``."""
-        nodata = "nan" if self.nodata is not None and math.isnan(self.nodata) else self.nodata
+        """dataset.json form (nodata as `nodata_to_json` writes it)."""
+        nodata = nodata_to_json(self.nodata)
         return {
             "encoding": self.encoding,
             "format": self.format,
@@ -134,6 +134,16 @@ class RasterSpec:
             self.nodata if _same(self.nodata, other.nodata) else None,
             self.parts,
         )
+
+
+def nodata_to_json(value: float | None) -> float | str | None:
+    """A nodata value as dataset.json holds it: a number, null, or ``"nan"`` (JSON has no NaN)."""
+    return "nan" if value is not None and math.isnan(value) else value
+
+
+def nodata_from_json(value: float | str | None) -> float | None:
+    """The inverse of `nodata_to_json`."""
+    return math.nan if value == "nan" else value
 
 
 def _side(prefix: str, raster: EncodedRaster, band_names: tuple[str, ...]) -> dict[str, Chunks]:
