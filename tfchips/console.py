@@ -1,0 +1,101 @@
+"""What a person sees on the terminal: no TensorFlow chatter, progress bars only on a terminal.
+
+TensorFlow prints absl and CUDA lines from C++ while it is imported (``cudart_stub``,
+``All log messages before absl::InitializeLog()``), whatever ``TF_CPP_MIN_LOG_LEVEL`` says,
+and more on its first operation. `quiet_tensorflow` silences both for a command run;
+``--verbose`` (or ``TFCHIPS_VERBOSE=1``) keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+from typing import Any, Iterator
+
+VERBOSE_VARIABLE = "TFCHIPS_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether the user asked for the libraries' own log lines."""
+    return os.environ.get(VERBOSE_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's and absl's log lines off stderr in this process, unless `verbose`.
+
+    Call before TensorFlow is imported; its import stays lazy (a command that needs no
+    TensorFlow never pays for it). Python warnings and errors of tfchips itself still show.
+    """
+    if verbose():
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+@contextlib.contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at a scratch file; what was written comes back if the block fails.
+
+    C++ libraries write to the descriptor, not to ``sys.stderr``, so only this silences them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            scratch.seek(0)
+            sys.stderr.write(scratch.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` with stderr silenced, then steps aside."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        with silenced_stderr():
+            self._loader.exec_module(module)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+    def __getattr__(self, name: str) -> Any:
+        # Resource readers and the like go to the real loader.
+        return getattr(self._loader, name)
+
+
+def progress(total: int, unit: str, desc: str) -> Any:
+    """A tqdm progress bar that draws only when stderr is a terminal (never into piped logs)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty(), leave=False)
