@@ -47,8 +47,6 @@ import functools
 import math
 import struct
 from dataclasses import dataclass
-from typing import Mapping
-
 import numpy as np
 from affine import Affine
 
@@ -68,6 +66,8 @@ class ChipExample:
     """A record read back: pixels as (rows, cols, bands) arrays and where they lie.
 
     ``crs`` and ``transform`` are None for legacy records, which do not carry them.
+    ``image_encoding`` and ``image_format`` (and the label's) say how the record
+    stores the pixels; for legacy records, as their dataset.json says.
     """
 
     name: str
@@ -78,6 +78,10 @@ class ChipExample:
     label: np.ndarray
     image_band_names: tuple[str, ...]
     label_band_names: tuple[str, ...]
+    image_encoding: str | None = None
+    image_format: str | None = None
+    label_encoding: str | None = None
+    label_format: str | None = None
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -117,6 +121,20 @@ class RasterSpec:
             "nodata": nodata,
             "parts": list(self.parts),
         }
+
+    def differences(self, encoding: str | None, shape: tuple[int, ...], dtype: str, band_names: tuple[str, ...]) -> list[str]:
+        """How pixels stored as ``encoding`` with this ``shape``, ``dtype`` and ``band_names`` contradict the spec."""
+        found = []
+        if encoding is not None and encoding != self.encoding:
+            found.append(f"encoding {encoding}, not {self.encoding}")
+        if len(shape) != 3 or any(want is not None and want != got for want, got in zip(self.shape, shape)):
+            expected = " x ".join("any" if n is None else str(n) for n in self.shape)
+            found.append(f"shape {' x '.join(map(str, shape))}, not {expected}")
+        if dtype != self.dtype:
+            found.append(f"dtype {dtype}, not {self.dtype}")
+        if tuple(band_names) != self.band_names:
+            found.append(f"bands {list(band_names)}, not {list(self.band_names)}")
+        return found
 
     def combine(self, other: RasterSpec, where: str) -> RasterSpec:
         """The spec shared by both; `ChipError` naming ``where`` if the bands or dtype differ."""
@@ -251,11 +269,12 @@ def _pixels(record: str, side: str, encoding: str, data: tuple[bytes, ...], shap
         raise RecordError(f"{record}{side} data do not decode as {encoding} {dtype} {list(shape)} ({error})") from None
 
 
-def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExample:
+def decode_example(serialized: bytes, dataset=None) -> ChipExample:
     """Read a record back into pixels, the inverse of `build_record` / `build_legacy_record`.
 
-    ``dataset`` (the parsed dataset.json) is needed for legacy records only, which
-    do not say their encoding or dtype. Runs eagerly (numpy); in-graph parsing
+    ``dataset`` (a `DatasetInfo`, or dataset.json content holding at least ``image``
+    and ``label``) is needed for legacy records only, which do not say their
+    encoding or dtype. Runs eagerly (numpy); in-graph parsing
     uses `feature_spec`. Raises `RecordError` naming the record and feature for
     bytes that are not a record, a missing or malformed feature, or pixels that
     do not decode as the record says.
@@ -272,12 +291,14 @@ def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExa
     record = ""  # "record 'NAME': " once the name is known
     try:
         record = f"record {_feature(features, 'name').bytes_list.value[0].decode('utf-8')!r}: "
-        rasters = {}
+        rasters, stored = {}, {}
         for side in ("image", "label"):
+            encoding = _feature(features, f"{side}/encoding").bytes_list.value[0].decode()
+            stored[side] = (encoding, _feature(features, f"{side}/format").bytes_list.value[0].decode())
             rasters[side] = _pixels(
                 record,
                 side,
-                _feature(features, f"{side}/encoding").bytes_list.value[0].decode(),
+                encoding,
                 tuple(_feature(features, f"{side}/data").bytes_list.value),
                 tuple(_feature(features, f"{side}/shape").int64_list.value),
                 _feature(features, f"{side}/dtype").bytes_list.value[0].decode(),
@@ -292,38 +313,44 @@ def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExa
             label=rasters["label"],
             image_band_names=tuple(_texts(_feature(features, "image/band_names"))),
             label_band_names=tuple(_texts(_feature(features, "label/band_names"))),
+            image_encoding=stored["image"][0],
+            image_format=stored["image"][1],
+            label_encoding=stored["label"][0],
+            label_format=stored["label"][1],
         )
     except (IndexError, KeyError, UnicodeDecodeError, struct.error) as error:
         raise RecordError(f"{record}not a tfchips record: missing or malformed feature {error}") from None
 
 
-def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
+def _decode_legacy(features, dataset) -> ChipExample:
+    from tfchips.records.dataset_info import raster_specs  # it builds on this module
+
     if dataset is None:
         raise RecordError("legacy records do not say their encoding or dtype: pass the dataset.json content")
+    specs = dict(zip(LEGACY_SIDES, raster_specs(dataset)))
     record = ""
     try:
         identifier = _feature(features, "identifier").bytes_list.value[0].decode("utf-8")
         record = f"legacy record {identifier!r}: "
         sides = {}
         for side, (data_key, prefix) in LEGACY_SIDES.items():
-            spec = dataset[side]
+            spec = specs[side]
             value = _feature(features, data_key)
             shape = (
                 _feature(features, f"{prefix}/height").int64_list.value[0],
                 _feature(features, f"{prefix}/width").int64_list.value[0],
-                _feature(features, "image/channels").int64_list.value[0] if side == "image" else spec["shape"][2],
+                _feature(features, "image/channels").int64_list.value[0] if side == "image" else spec.shape[2],
             )
             if value.HasField("float_list"):  # the pixels as float32, whatever their dtype: cast back, as parse_example
                 floats = np.asarray(value.float_list.value, dtype=np.float32)
                 if floats.size != math.prod(shape):
                     raise RecordError(f"{record}{side} holds {floats.size} floats, not {' x '.join(map(str, shape))}")
-                sides[side] = floats.reshape(shape).astype(spec["dtype"])
+                sides[side] = floats.reshape(shape).astype(spec.dtype)
             else:
                 data = tuple(value.bytes_list.value)
-                sides[side] = _pixels(record, side, spec["encoding"], data, shape, spec["dtype"])
-        band_names = {side: tuple(dataset[side]["band_names"]) for side in LEGACY_SIDES}
-    except (IndexError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise RecordError(f"{record}missing or malformed legacy feature or dataset.json entry {error}") from None
+                sides[side] = _pixels(record, side, spec.encoding, data, shape, spec.dtype)
+    except (IndexError, KeyError, UnicodeDecodeError) as error:
+        raise RecordError(f"{record}missing or malformed legacy feature {error}") from None
     key = chip_key(identifier.replace(":", "#"))
     return ChipExample(
         name=identifier.replace(":", "#") if key else identifier,
@@ -332,8 +359,12 @@ def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
         transform=None,
         image=sides["image"],
         label=sides["label"],
-        image_band_names=band_names["image"],
-        label_band_names=band_names["label"],
+        image_band_names=specs["image"].band_names,
+        label_band_names=specs["label"].band_names,
+        image_encoding=specs["image"].encoding,
+        image_format=specs["image"].format,
+        label_encoding=specs["label"].encoding,
+        label_format=specs["label"].format,
     )
 
 
@@ -369,14 +400,16 @@ def feature_table(schema: str, image: RasterSpec, label: RasterSpec) -> dict[str
     return table
 
 
-def feature_spec(dataset: Mapping) -> dict:
-    """``tf.io.parse_example`` features from a dataset.json's ``features`` table."""
+def feature_spec(dataset) -> dict:
+    """``tf.io.parse_example`` features of a dataset's records (a `DatasetInfo` or dataset.json content)."""
     import tensorflow as tf
+
+    from tfchips.records.dataset_info import DatasetInfo  # it builds on this module
 
     kinds = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
     return {
         key: tf.io.VarLenFeature(kinds[f["type"]])
         if f["shape"] is None
         else tf.io.FixedLenFeature(f["shape"], kinds[f["type"]])
-        for key, f in dataset["features"].items()
+        for key, f in DatasetInfo.of(dataset).features.items()
     }

@@ -1,0 +1,469 @@
+"""dataset.json both ways: `DatasetInfo`, the one validated, frozen reading of it, and its JSON form.
+
+dataset.json is untrusted input (a folder from someone else, a file edited by hand):
+`DatasetInfo.from_json` bounds its size and nesting before parsing it, then checks
+every field's type and range, and that every shard file lies inside the dataset
+folder. Each error is one `RecordError` line naming the file and the field
+(``splits.train.shards[0].file``). ``format``, ``nodata``, ``parts``, ``features``
+and ``legacy_payload`` may be left out: the last three follow from the rest, and
+are refused when given and different. `DatasetInfo.as_json` is what the writer
+publishes, so what is written is what is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from tfchips import storage
+from tfchips.errors import RecordError
+from tfchips.records.codecs import ENCODINGS, FORMATS, RAW_FORMAT, png_channels
+from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, RasterSpec, feature_table, legacy_payload
+
+DATASET_JSON = "dataset.json"
+# Compression -> (TFRecordDataset compression type, shard file suffix).
+COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zlib": ("ZLIB", ".tfrecord.zz")}
+# A dataset.json of 100,000 shards and 10,000 skipped chips is under 30 MB; nesting is 5 deep.
+MAX_BYTES = 64 * 2**20
+MAX_DEPTH = 32
+MAX_SIDE = 65536  # rows or columns of a chip
+MAX_BANDS = 4096
+MAX_SHARDS = 99_999  # per split: shard names count them in five digits
+MAX_RECORDS = 2**40
+MAX_TEXT = 4096  # characters of a name, band name or reason
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
+RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
+STATISTICS_SOURCES = ("manifest", "computed")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """A finished shard: file name (relative to the dataset folder), record count, SHA-256 of its bytes."""
+
+    file: str
+    records: int
+    sha256: str | None
+
+    def as_json(self) -> dict:
+        return {"file": self.file, "records": self.records, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class SplitInfo:
+    """One split: its name, the record count dataset.json states, and its shards in order."""
+
+    name: str
+    records: int
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def listed_records(self) -> int:
+        """Records its shards list (inspect reports a ``records`` that differs)."""
+        return sum(shard.records for shard in self.shards)
+
+
+@dataclass(frozen=True, slots=True)
+class BadChip:
+    """A chip that could not be turned into a record, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a TFRecord folder holds, as its dataset.json says (see `tfchips.records.writer`).
+
+    ``class_names``, ``statistics`` and ``split`` are read-only mappings (tuples for
+    JSON lists); ``splits`` keeps dataset.json's order.
+    """
+
+    schema: str
+    image: RasterSpec
+    label: RasterSpec
+    splits: tuple[SplitInfo, ...] = ()
+    compression: str = "none"
+    schema_version: int = SCHEMA_VERSION
+    tfchips_version: str | None = None
+    class_names: Mapping[str, str] | None = None
+    statistics: Mapping | None = None
+    statistics_source: str | None = None
+    split: Mapping | None = None
+    skipped: tuple[BadChip, ...] = ()
+
+    @property
+    def features(self) -> dict[str, dict]:
+        """dataset.json's ``features`` table (`tfchips.records.schema.feature_table`)."""
+        return feature_table(self.schema, self.image, self.label)
+
+    def split_named(self, name: str) -> SplitInfo | None:
+        return next((split for split in self.splits if split.name == name), None)
+
+    def shard_paths(self, folder: str | os.PathLike, split: str | None = None) -> list[str]:
+        """Paths of the shards of ``split`` (or of all) in ``folder``, in order.
+
+        `RecordError` for a split dataset.json does not have, or a shard whose path
+        resolves (through a symbolic link) outside ``folder``.
+        """
+        folder = os.fspath(folder)
+        chosen = self.splits if split is None else [self.split_named(split)]
+        if None in chosen:
+            raise RecordError(f"{folder}: no split {split!r}; it has {', '.join(s.name for s in self.splits)}")
+        where = storage.join(folder, DATASET_JSON)
+        root = None if storage.is_url(folder) else os.path.realpath(folder)
+        paths = []
+        for info in chosen:
+            for index, shard in enumerate(info.shards):
+                path = storage.join(folder, shard.file)
+                if root is not None and os.path.commonpath([root, os.path.realpath(path)]) != root:
+                    raise RecordError(
+                        f"{where}: splits.{info.name}.shards[{index}].file: {_show(shard.file)} resolves outside "
+                        "the dataset folder (a symbolic link); shard files must lie inside it"
+                    )
+                paths.append(path)
+        return paths
+
+    def as_json(self) -> dict:
+        """The dataset.json content, as the writer publishes it."""
+        description = {
+            "schema": self.schema,
+            "schema_version": self.schema_version,
+            "tfchips_version": self.tfchips_version,
+            "compression": self.compression,
+            "image": self.image.as_json(),
+            "label": self.label.as_json(),
+            "features": self.features,
+            "class_names": _thawed(self.class_names),
+            "statistics": _thawed(self.statistics),
+            "statistics_source": self.statistics_source,
+            "split": _thawed(self.split),
+            "splits": {
+                s.name: {"records": s.records, "shards": [shard.as_json() for shard in s.shards]} for s in self.splits
+            },
+            "skipped": [{"name": bad.name, "reason": bad.reason} for bad in self.skipped],
+        }
+        if self.schema == "legacy":
+            description["legacy_payload"] = legacy_payload(self.image, self.label)
+        return description
+
+    @classmethod
+    def from_json(cls, text: str | bytes, path: str = DATASET_JSON) -> DatasetInfo:
+        """Parse and check dataset.json ``text``; ``path`` names it in errors.
+
+        Raises `RecordError` for text over `MAX_BYTES`, nested deeper than
+        `MAX_DEPTH`, not JSON, or not a dataset.json this version reads.
+        """
+        if len(text) > MAX_BYTES:
+            raise RecordError(f"{path}: {len(text):,} bytes, more than the {MAX_BYTES:,} a dataset.json may hold")
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise RecordError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        depth = _depth(text)
+        if depth > MAX_DEPTH:
+            raise RecordError(f"{path}: JSON nested {depth} deep, more than the {MAX_DEPTH} a dataset.json may be")
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise RecordError(f"{path}: JSON nested too deep to read") from None
+        except ValueError as error:
+            raise RecordError(f"{path}: not valid JSON ({str(error).splitlines()[0][:200]})") from None
+        return cls.from_mapping(value, path)
+
+    @classmethod
+    def from_mapping(cls, value, path: str = DATASET_JSON) -> DatasetInfo:
+        """Check parsed dataset.json content (a dict, as `json.load` gives it); ``path`` names it in errors."""
+        root = _Fields(value, "", path)
+        schema = root.choice("schema", SCHEMAS)
+        version = root.integer("schema_version", 0, 2**31)
+        if version != SCHEMA_VERSION:
+            raise RecordError(f"{path}: schema_version: {version} is not the {SCHEMA_VERSION} this version reads")
+        known = {"schema", "schema_version", "tfchips_version", "compression", "image", "label", "features"}
+        known |= {"class_names", "statistics", "statistics_source", "split", "splits", "skipped", "legacy_payload"}
+        unknown = sorted(set(root.value) - known)
+        if unknown:
+            raise RecordError(f"{path}: unknown field {_show(unknown[0])}")
+        info = cls(
+            schema=schema,
+            schema_version=version,
+            tfchips_version=root.text("tfchips_version", optional=True),
+            compression=root.choice("compression", tuple(COMPRESSIONS), optional=True, default="none"),
+            image=_raster_spec(root.child("image")),
+            label=_raster_spec(root.child("label")),
+            class_names=_class_names(root.child("class_names", optional=True)),
+            statistics=_statistics(root.child("statistics", optional=True)),
+            statistics_source=root.choice("statistics_source", STATISTICS_SOURCES, optional=True),
+            split=_split_rule(root.child("split", optional=True)),
+            splits=tuple(_split(name, fields) for name, fields in root.child("splits").items()),
+            skipped=tuple(_bad_chip(fields) for fields in root.child("skipped", optional=True, default=[]).elements()),
+        )
+        _check_derived(root, "features", info.features)
+        if schema == "legacy":
+            try:
+                payload = legacy_payload(info.image, info.label)
+            except RecordError as error:
+                raise RecordError(f"{path}: image, label: {error}") from None
+            _check_derived(root, "legacy_payload", payload)
+        return info
+
+    @classmethod
+    def of(cls, value: DatasetInfo | Mapping, path: str = DATASET_JSON) -> DatasetInfo:
+        """``value`` itself, or the dataset.json content ``value`` checked (`from_mapping`)."""
+        return value if isinstance(value, DatasetInfo) else cls.from_mapping(value, path)
+
+
+def read_dataset_info(folder: str | os.PathLike) -> DatasetInfo:
+    """The checked dataset.json of a local TFRecord folder (see `DatasetInfo.from_json`).
+
+    A dataset.json that is no regular file (a FIFO, a device) or is over
+    `MAX_BYTES` is refused before it is read.
+    """
+    path = os.path.join(os.fspath(folder), DATASET_JSON)
+    try:
+        # Non-blocking, so that a FIFO named dataset.json is refused instead of waited on.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise RecordError(f"{path}: not a regular file")
+            text = stream.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise RecordError(f"{path}: cannot read dataset description ({error.strerror})") from None
+    return DatasetInfo.from_json(text, path)
+
+
+def raster_specs(dataset: DatasetInfo | Mapping, path: str = DATASET_JSON) -> tuple[RasterSpec, RasterSpec]:
+    """(image, label) specs of a `DatasetInfo`, or of a mapping that holds at least dataset.json's two."""
+    if isinstance(dataset, DatasetInfo):
+        return dataset.image, dataset.label
+    root = _Fields(dataset, "", path)
+    return _raster_spec(root.child("image")), _raster_spec(root.child("label"))
+
+
+# ---------------------------------------------------------------------------
+# Checking fields
+# ---------------------------------------------------------------------------
+
+
+def _show(value) -> str:
+    """``repr`` of a value for an error line, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest (brackets inside strings do not count)."""
+    skeleton = np.frombuffer(_STRING.sub("", text).encode("utf-8"), np.uint8)
+    steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int32) - np.isin(skeleton, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+class _Fields:
+    """A JSON value at ``field`` of the file ``path``, with typed accessors that raise `RecordError` naming it."""
+
+    def __init__(self, value, field: str, path: str):
+        self.value, self.field, self.path = value, field, path
+
+    def error(self, message: str, field: str | None = None) -> RecordError:
+        field = self.field if field is None else field
+        return RecordError(f"{self.path}: {field + ': ' if field else ''}{message}")
+
+    def _name(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.field}[{key}]"
+        return f"{self.field}.{key}" if self.field else key
+
+    def _object(self) -> dict:
+        if not isinstance(self.value, dict):
+            raise self.error(f"expected an object, got {_type(self.value)}")
+        return self.value
+
+    def get(self, key: str, optional: bool = False):
+        """The value of ``key``: None where it is absent and ``optional``, else an error."""
+        fields = self._object()
+        if key not in fields and not optional:
+            raise self.error(f"missing field {key!r}")
+        return fields.get(key)
+
+    def child(self, key: str, optional: bool = False, default=None) -> _Fields | None:
+        """``key``'s value to check further; absent or null gives ``default`` (None: no child) where ``optional``."""
+        value = self.get(key, optional)
+        if value is None and optional:
+            return None if default is None else _Fields(default, self._name(key), self.path)
+        return _Fields(value, self._name(key), self.path)
+
+    def items(self) -> list[tuple[str, _Fields]]:
+        return [(key, _Fields(value, self._name(key), self.path)) for key, value in self._object().items()]
+
+    def elements(self, limit: int = MAX_RECORDS) -> list[_Fields]:
+        if not isinstance(self.value, list):
+            raise self.error(f"expected a list, got {_type(self.value)}")
+        if len(self.value) > limit:
+            raise self.error(f"{len(self.value):,} entries, more than {limit:,}")
+        return [_Fields(value, self._name(i), self.path) for i, value in enumerate(self.value)]
+
+    def choice(self, key: str, choices: tuple[str, ...], optional: bool = False, default=None) -> str | None:
+        value = self.get(key, optional)
+        if value is None and optional:
+            return default
+        if not isinstance(value, str) or value not in choices:
+            raise self.error(f"{_show(value)} is not one of {', '.join(choices)}", self._name(key))
+        return value
+
+    def text(self, key: str, optional: bool = False) -> str | None:
+        value = self.get(key, optional)
+        if value is None and optional:
+            return None
+        return _Fields(value, self._name(key), self.path).as_text()
+
+    def as_text(self) -> str:
+        if not isinstance(self.value, str):
+            raise self.error(f"expected a string, got {_type(self.value)}")
+        if len(self.value) > MAX_TEXT:
+            raise self.error(f"a string of {len(self.value):,} characters, more than {MAX_TEXT:,}")
+        return self.value
+
+    def integer(self, key: str, low: int, high: int, nullable: bool = False) -> int | None:
+        return _Fields(self.get(key, nullable), self._name(key), self.path).as_integer(low, high, nullable)
+
+    def as_integer(self, low: int, high: int, nullable: bool = False) -> int | None:
+        if self.value is None and nullable:
+            return None
+        if not isinstance(self.value, int) or isinstance(self.value, bool):
+            raise self.error(f"expected an integer, got {_type(self.value)}")
+        if not low <= self.value <= high:
+            raise self.error(f"{self.value} is not in {low}..{high}")
+        return self.value
+
+    def number(self, key: str, nullable: bool = True) -> float | None:
+        value = self.get(key, optional=nullable)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self.error(f"expected a number, got {_type(value)}", self._name(key))
+        return value
+
+
+def _type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _check_derived(root: _Fields, key: str, expected) -> None:
+    given = root.get(key, optional=True)
+    if given is not None and given != expected:
+        raise root.error(f"{_show(given)} does not follow from schema, image and label; expected {_show(expected)}", key)
+
+
+def _raster_spec(fields: _Fields) -> RasterSpec:
+    encoding = fields.choice("encoding", ENCODINGS)
+    form = fields.choice("format", RECORD_FORMATS, optional=True)
+    shape = fields.child("shape").elements()
+    if len(shape) != 3:
+        raise fields.error(f"{len(shape)} entries, not 3 (rows, cols, bands)", f"{fields.field}.shape")
+    rows, cols = (side.as_integer(1, MAX_SIDE, nullable=True) for side in shape[:2])
+    bands = shape[2].as_integer(1, MAX_BANDS)
+    band_names = tuple(name.as_text() for name in fields.child("band_names").elements())
+    if len(band_names) != bands:
+        raise fields.error(f"{len(band_names)} band names for {bands} bands", f"{fields.field}.band_names")
+    nodata = fields.get("nodata", optional=True)
+    if nodata == "nan":
+        nodata = math.nan
+    elif nodata is not None:
+        nodata = fields.number("nodata")
+    parts = png_channels(bands) if encoding == "png" else (bands,)
+    given = fields.get("parts", optional=True)
+    if given is not None and given != list(parts):
+        raise fields.error(f"{_show(given)} is not how {encoding} holds {bands} bands ({list(parts)})", f"{fields.field}.parts")
+    dtype = fields.choice("dtype", DTYPES)
+    return RasterSpec(encoding, form, (rows, cols, bands), dtype, band_names, nodata, parts)
+
+
+def _split(name: str, fields: _Fields) -> SplitInfo:
+    if not name.isidentifier():
+        raise fields.error("split names are words (letters, digits, _)")
+    shards = []
+    for shard in fields.child("shards").elements(MAX_SHARDS):
+        sha256 = shard.get("sha256", optional=True)
+        if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+            raise shard.error(f"{_show(sha256)} is not a SHA-256 (64 hex digits)", f"{shard.field}.sha256")
+        file = shard.child("file")
+        shards.append(ShardInfo(_shard_file(file), shard.integer("records", 0, MAX_RECORDS), sha256))
+    return SplitInfo(name, fields.integer("records", 0, MAX_RECORDS), tuple(shards))
+
+
+def _shard_file(fields: _Fields) -> str:
+    """A shard path relative to the dataset folder, that cannot name anything outside it."""
+    name = fields.as_text()
+    if not name or "\0" in name or "\\" in name:
+        raise fields.error(f"{_show(name)} is not a file name")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or storage.is_url(name):
+        raise fields.error(f"{_show(name)} is an absolute path; shard files must lie inside the dataset folder")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise fields.error(f"{_show(name)} steps out of or around the dataset folder ('..', '.', '//')")
+    return name
+
+
+def _bad_chip(fields: _Fields) -> BadChip:
+    return BadChip(fields.text("name"), fields.text("reason"))
+
+
+def _class_names(fields: _Fields | None) -> Mapping[str, str] | None:
+    if fields is None:
+        return None
+    entries = fields.items()
+    if len(entries) > MAX_SIDE:
+        raise fields.error(f"{len(entries):,} classes, more than {MAX_SIDE:,}")
+    return frozen_json({value: name.as_text() for value, name in entries})
+
+
+def _statistics(fields: _Fields | None) -> Mapping | None:
+    """Band statistics and class counts; the fields `make_dataset` and inspect use are type-checked."""
+    if fields is None:
+        return None
+    for band in fields.child("bands", optional=True, default=[]).elements(MAX_BANDS):
+        band.text("name")
+        for key in ("mean", "std", "min", "max"):
+            band.number(key)
+    for _, count in fields.child("class_counts", optional=True, default={}).items():
+        count.as_integer(0, 2**63)
+    return frozen_json(fields.value)
+
+
+def _split_rule(fields: _Fields | None) -> Mapping | None:
+    if fields is None:
+        return None
+    for _, fraction in fields.child("fractions").items():
+        if not isinstance(fraction.value, (int, float)) or isinstance(fraction.value, bool) or not 0 < fraction.value <= 1:
+            raise fraction.error(f"{_show(fraction.value)} is not a fraction in (0, 1]")
+    fields.text("by")
+    fields.integer("seed", -(2**63), 2**64)
+    return frozen_json(fields.value)
+
+
+def frozen_json(value):
+    """A JSON value made read-only: objects as mapping proxies, lists as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: frozen_json(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(frozen_json(item) for item in value)
+    return value
+
+
+def _thawed(value):
+    """The inverse of `frozen_json`: plain dicts and lists, for `json.dumps`."""
+    if isinstance(value, Mapping):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(item) for item in value]
+    return value
