@@ -263,6 +263,8 @@ def _pixels(record: str, side: str, encoding: str, data: tuple[bytes, ...], shap
     import tensorflow as tf
     from rasterio.errors import RasterioError
 
+    if len(shape) != 3:
+        raise RecordError(f"{record}{side} shape {list(shape)} is not (rows, cols, bands)")
     try:
         return decode_payload(encoding, data, shape, dtype)
     except (ValueError, TypeError, RasterioError, tf.errors.OpError) as error:

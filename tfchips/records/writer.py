@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from tfchips import __version__, storage
 from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
-from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
+from tfchips.errors import ChipError, ConfigError, OutputError
 from tfchips.records.dataset_info import (
     COMPRESSIONS,
     DATASET_JSON,
