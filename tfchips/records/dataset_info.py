@@ -163,7 +163,7 @@ class DatasetInfo:
         `MAX_DEPTH`, not JSON, or not a dataset.json this version reads.
         """
         if len(text) > MAX_BYTES:
-            raise RecordError(f"{path}: {len(text):,} bytes, more than the {MAX_BYTES:,} a dataset.json may hold")
+            raise RecordError(_too_large(path, len(text)))
         if isinstance(text, bytes):
             try:
                 text = text.decode("utf-8")
@@ -233,8 +233,11 @@ def read_dataset_info(folder: str | os.PathLike) -> DatasetInfo:
         # Non-blocking, so that a FIFO named dataset.json is refused instead of waited on.
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(descriptor, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            status = os.fstat(stream.fileno())
+            if not stat.S_ISREG(status.st_mode):
                 raise RecordError(f"{path}: not a regular file")
+            if status.st_size > MAX_BYTES:
+                raise RecordError(_too_large(path, status.st_size))
             text = stream.read(MAX_BYTES + 1)
     except OSError as error:
         raise RecordError(f"{path}: cannot read dataset description ({error.strerror})") from None
@@ -258,6 +261,10 @@ def _show(value) -> str:
     """``repr`` of a value for an error line, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _too_large(path: str, size: int) -> str:
+    return f"{path}: {size:,} bytes, more than the {MAX_BYTES:,} a dataset.json may hold"
 
 
 def _depth(text: str) -> int:
@@ -360,9 +367,15 @@ def _type(value) -> str:
 
 
 def _check_derived(root: _Fields, key: str, expected) -> None:
+    """A field that follows from the others: absent, or equal to ``expected``; the first entry that differs is named."""
     given = root.get(key, optional=True)
-    if given is not None and given != expected:
-        raise root.error(f"{_show(given)} does not follow from schema, image and label; expected {_show(expected)}", key)
+    if given is None or given == expected:
+        return
+    field = key
+    if isinstance(given, dict) and isinstance(expected, dict):
+        entry = next(k for k in [*expected, *given] if given.get(k) != expected.get(k))
+        field, given, expected = f"{key}.{entry}", given.get(entry), expected.get(entry)
+    raise root.error(f"{_show(given)} does not follow from schema, image and label, which give {_show(expected)}", field)
 
 
 def _raster_spec(fields: _Fields) -> RasterSpec:
