@@ -95,8 +95,8 @@ def test_inspect_of_an_absolute_shard_path_neither_reads_nor_hashes_it(folder, t
     [
         ("[1, 2, 3]", "expected an object, got a list"),
         ('"dataset"', "expected an object, got a string"),
-        ("[" * 200_000 + "]" * 200_000, f"JSON nested 200000 deep, more than the {MAX_DEPTH} a dataset.json may be"),
-        ('{"a": ' * 40 + "1" + "}" * 40, "JSON nested 40 deep"),
+        ("[" * 200_000 + "]" * 200_000, f"JSON nested more than {MAX_DEPTH} deep"),
+        ('{"a": ' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1), f"JSON nested more than {MAX_DEPTH} deep"),
         ("{not json", "not valid JSON (Expecting property name enclosed in double quotes"),
         (b"\xff\xfe{}", "not UTF-8 text (invalid start byte at byte 0)"),
     ],

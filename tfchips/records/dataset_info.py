@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import numpy as np
-
 from tfchips import storage
 from tfchips.errors import RecordError
 from tfchips.records.codecs import ENCODINGS, FORMATS, RAW_FORMAT, png_channels
@@ -42,7 +40,6 @@ MAX_TEXT = 4096  # characters of a name, band name or reason
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
 STATISTICS_SOURCES = ("manifest", "computed")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +156,8 @@ class DatasetInfo:
     def from_json(cls, text: str | bytes, path: str = DATASET_JSON) -> DatasetInfo:
         """Parse and check dataset.json ``text``; ``path`` names it in errors.
 
-        Raises `RecordError` for text over `MAX_BYTES`, nested deeper than
-        `MAX_DEPTH`, not JSON, or not a dataset.json this version reads.
+        Raises `RecordError` for text over `MAX_BYTES`, not JSON, nested deeper
+        than `MAX_DEPTH`, or not a dataset.json this version reads.
         """
         if len(text) > MAX_BYTES:
             raise RecordError(_too_large(path, len(text)))
@@ -169,15 +166,16 @@ class DatasetInfo:
                 text = text.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise RecordError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-        depth = _depth(text)
-        if depth > MAX_DEPTH:
-            raise RecordError(f"{path}: JSON nested {depth} deep, more than the {MAX_DEPTH} a dataset.json may be")
+        too_deep = RecordError(f"{path}: JSON nested more than {MAX_DEPTH} deep")
         try:
+            # Python's JSON parser raises RecursionError long before the stack is at risk.
             value = json.loads(text)
         except RecursionError:
-            raise RecordError(f"{path}: JSON nested too deep to read") from None
+            raise too_deep from None
         except ValueError as error:
             raise RecordError(f"{path}: not valid JSON ({str(error).splitlines()[0][:200]})") from None
+        if _deeper_than(value, MAX_DEPTH):
+            raise too_deep
         return cls.from_mapping(value, path)
 
     @classmethod
@@ -267,11 +265,16 @@ def _too_large(path: str, size: int) -> str:
     return f"{path}: {size:,} bytes, more than the {MAX_BYTES:,} a dataset.json may hold"
 
 
-def _depth(text: str) -> int:
-    """How deep the arrays and objects of JSON ``text`` nest (brackets inside strings do not count)."""
-    skeleton = np.frombuffer(_STRING.sub("", text).encode("utf-8"), np.uint8)
-    steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int32) - np.isin(skeleton, (ord("]"), ord("}")))
-    return int(np.cumsum(steps).max()) if steps.size else 0
+def _deeper_than(value, limit: int) -> bool:
+    """Whether the arrays and objects of a parsed JSON value nest more than ``limit`` deep (no recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 class _Fields:
