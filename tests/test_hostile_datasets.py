@@ -221,7 +221,10 @@ def test_inspect_reports_records_that_contradict_dataset_json(folder, change, co
 
 @pytest.mark.timeout(30)
 def test_a_shard_holding_fewer_records_than_listed_fails_the_epoch(folder):
-    edit(folder, lambda d: d["splits"]["train"]["shards"][0].update(records=d["splits"]["train"]["shards"][0]["records"] + 2))
+    def overstate(content):
+        content["splits"]["train"]["shards"][0]["records"] += 2
+
+    edit(folder, overstate)
     dataset = make_dataset(str(folder), "train")
     assert len(dataset) == 5
     with pytest.raises(Exception, match="expected to contain 5 elements but contained only 3"):

@@ -33,7 +33,7 @@ from tfchips.chips import (
 from tfchips.errors import ChipError, RecordError, TfchipsError
 from tfchips.figures import format_number
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
-from tfchips.records.schema import decode_example, nodata_to_json
+from tfchips.records.schema import decode_example, raster_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +68,7 @@ class RasterLayout:
         return f"{rows} x {cols} x {bands} {self.dtype} {stored}, bands {', '.join(self.band_names)}, nodata {nodata}"
 
     def as_json(self) -> dict:
-        return {
-            "encoding": self.encoding,
-            "format": self.format,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "band_names": list(self.band_names),
-            "nodata": nodata_to_json(self.nodata),
-        }
+        return raster_json(self.encoding, self.format, self.shape, self.dtype, self.band_names, self.nodata)
 
 
 @dataclass(frozen=True, slots=True)

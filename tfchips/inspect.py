@@ -261,7 +261,8 @@ def _shard_figures(source: RecordSource, checks: list[ShardCheck], sample_size: 
                     yield problem_of(decode_error, shard.path)
                     continue
                 if source.dataset is not None and (contradiction := _contradiction(chip, source.dataset)):
-                    yield Problem(shard.path, f"record {index} {chip.name!r} contradicts {DATASET_JSON}: {contradiction}")
+                    message = f"record {index} {chip.name!r} contradicts {DATASET_JSON}: {contradiction}"
+                    yield Problem(shard.path, message)
                 yield chip_figures(chip, sample_size)
         except RecordError as read_error:
             error = str(read_error)

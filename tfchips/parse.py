@@ -249,7 +249,8 @@ def _describe_record(paths: list[str], kinds: list[str]) -> DatasetInfo:
     except (IndexError, KeyError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not a tfchips record (missing feature {error})") from None
     # Checked as a dataset.json would be: the record is as untrusted as one.
-    return DatasetInfo.from_mapping({"schema": "tfchips", "schema_version": SCHEMA_VERSION, **specs, "splits": {}}, f"{path} record 0")
+    description = {"schema": "tfchips", "schema_version": SCHEMA_VERSION, **specs, "splits": {}}
+    return DatasetInfo.from_mapping(description, f"{path} record 0")
 
 
 def _record_count(paths: list[str], info: DatasetInfo) -> int | None:

@@ -11,6 +11,7 @@
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: `plan_shards`, which split and shard each chip goes to.
 - `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
+- `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
 - `writer`: `write_tfrecords`, the local parallel writer.
 """
 

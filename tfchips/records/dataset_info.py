@@ -13,18 +13,17 @@ publishes, so what is written is what is read.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from tfchips import storage
 from tfchips.errors import RecordError
 from tfchips.records.codecs import ENCODINGS, FORMATS, RAW_FORMAT, png_channels
-from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, RasterSpec, feature_table, legacy_payload
+from tfchips.records.json_fields import JsonFields, deeper_than, frozen_json, show, thawed_json
+from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, RasterSpec, feature_table, legacy_payload, nodata_from_json
 
 DATASET_JSON = "dataset.json"
 # Compression -> (TFRecordDataset compression type, shard file suffix).
@@ -36,7 +35,6 @@ MAX_SIDE = 65536  # rows or columns of a chip
 MAX_BANDS = 4096
 MAX_SHARDS = 99_999  # per split: shard names count them in five digits
 MAX_RECORDS = 2**40
-MAX_TEXT = 4096  # characters of a name, band name or reason
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
 STATISTICS_SOURCES = ("manifest", "computed")
@@ -123,7 +121,7 @@ class DatasetInfo:
                 path = storage.join(folder, shard.file)
                 if root is not None and os.path.commonpath([root, os.path.realpath(path)]) != root:
                     raise RecordError(
-                        f"{where}: splits.{info.name}.shards[{index}].file: {_show(shard.file)} resolves outside "
+                        f"{where}: splits.{info.name}.shards[{index}].file: {show(shard.file)} resolves outside "
                         "the dataset folder (a symbolic link); shard files must lie inside it"
                     )
                 paths.append(path)
@@ -139,10 +137,10 @@ class DatasetInfo:
             "image": self.image.as_json(),
             "label": self.label.as_json(),
             "features": self.features,
-            "class_names": _thawed(self.class_names),
-            "statistics": _thawed(self.statistics),
+            "class_names": thawed_json(self.class_names),
+            "statistics": thawed_json(self.statistics),
             "statistics_source": self.statistics_source,
-            "split": _thawed(self.split),
+            "split": thawed_json(self.split),
             "splits": {
                 s.name: {"records": s.records, "shards": [shard.as_json() for shard in s.shards]} for s in self.splits
             },
@@ -174,14 +172,14 @@ class DatasetInfo:
             raise too_deep from None
         except ValueError as error:
             raise RecordError(f"{path}: not valid JSON ({str(error).splitlines()[0][:200]})") from None
-        if _deeper_than(value, MAX_DEPTH):
+        if deeper_than(value, MAX_DEPTH):
             raise too_deep
         return cls.from_mapping(value, path)
 
     @classmethod
     def from_mapping(cls, value, path: str = DATASET_JSON) -> DatasetInfo:
         """Check parsed dataset.json content (a dict, as `json.load` gives it); ``path`` names it in errors."""
-        root = _Fields(value, "", path)
+        root = JsonFields(value, "", path)
         schema = root.choice("schema", SCHEMAS)
         version = root.integer("schema_version", 0, 2**31)
         if version != SCHEMA_VERSION:
@@ -190,7 +188,7 @@ class DatasetInfo:
         known |= {"class_names", "statistics", "statistics_source", "split", "splits", "skipped", "legacy_payload"}
         unknown = sorted(set(root.value) - known)
         if unknown:
-            raise RecordError(f"{path}: unknown field {_show(unknown[0])}")
+            raise RecordError(f"{path}: unknown field {show(unknown[0])}")
         info = cls(
             schema=schema,
             schema_version=version,
@@ -246,7 +244,7 @@ def raster_specs(dataset: DatasetInfo | Mapping, path: str = DATASET_JSON) -> tu
     """(image, label) specs of a `DatasetInfo`, or of a mapping that holds at least dataset.json's two."""
     if isinstance(dataset, DatasetInfo):
         return dataset.image, dataset.label
-    root = _Fields(dataset, "", path)
+    root = JsonFields(dataset, "", path)
     return _raster_spec(root.child("image")), _raster_spec(root.child("label"))
 
 
@@ -255,121 +253,11 @@ def raster_specs(dataset: DatasetInfo | Mapping, path: str = DATASET_JSON) -> tu
 # ---------------------------------------------------------------------------
 
 
-def _show(value) -> str:
-    """``repr`` of a value for an error line, cut to 80 characters."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _too_large(path: str, size: int) -> str:
     return f"{path}: {size:,} bytes, more than the {MAX_BYTES:,} a dataset.json may hold"
 
 
-def _deeper_than(value, limit: int) -> bool:
-    """Whether the arrays and objects of a parsed JSON value nest more than ``limit`` deep (no recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
-class _Fields:
-    """A JSON value at ``field`` of the file ``path``, with typed accessors that raise `RecordError` naming it."""
-
-    def __init__(self, value, field: str, path: str):
-        self.value, self.field, self.path = value, field, path
-
-    def error(self, message: str, field: str | None = None) -> RecordError:
-        field = self.field if field is None else field
-        return RecordError(f"{self.path}: {field + ': ' if field else ''}{message}")
-
-    def _name(self, key: str | int) -> str:
-        if isinstance(key, int):
-            return f"{self.field}[{key}]"
-        return f"{self.field}.{key}" if self.field else key
-
-    def _object(self) -> dict:
-        if not isinstance(self.value, dict):
-            raise self.error(f"expected an object, got {_type(self.value)}")
-        return self.value
-
-    def get(self, key: str, optional: bool = False):
-        """The value of ``key``: None where it is absent and ``optional``, else an error."""
-        fields = self._object()
-        if key not in fields and not optional:
-            raise self.error(f"missing field {key!r}")
-        return fields.get(key)
-
-    def child(self, key: str, optional: bool = False, default=None) -> _Fields | None:
-        """``key``'s value to check further; absent or null gives ``default`` (None: no child) where ``optional``."""
-        value = self.get(key, optional)
-        if value is None and optional:
-            return None if default is None else _Fields(default, self._name(key), self.path)
-        return _Fields(value, self._name(key), self.path)
-
-    def items(self) -> list[tuple[str, _Fields]]:
-        return [(key, _Fields(value, self._name(key), self.path)) for key, value in self._object().items()]
-
-    def elements(self, limit: int = MAX_RECORDS) -> list[_Fields]:
-        if not isinstance(self.value, list):
-            raise self.error(f"expected a list, got {_type(self.value)}")
-        if len(self.value) > limit:
-            raise self.error(f"{len(self.value):,} entries, more than {limit:,}")
-        return [_Fields(value, self._name(i), self.path) for i, value in enumerate(self.value)]
-
-    def choice(self, key: str, choices: tuple[str, ...], optional: bool = False, default=None) -> str | None:
-        value = self.get(key, optional)
-        if value is None and optional:
-            return default
-        if not isinstance(value, str) or value not in choices:
-            raise self.error(f"{_show(value)} is not one of {', '.join(choices)}", self._name(key))
-        return value
-
-    def text(self, key: str, optional: bool = False) -> str | None:
-        value = self.get(key, optional)
-        if value is None and optional:
-            return None
-        return _Fields(value, self._name(key), self.path).as_text()
-
-    def as_text(self) -> str:
-        if not isinstance(self.value, str):
-            raise self.error(f"expected a string, got {_type(self.value)}")
-        if len(self.value) > MAX_TEXT:
-            raise self.error(f"a string of {len(self.value):,} characters, more than {MAX_TEXT:,}")
-        return self.value
-
-    def integer(self, key: str, low: int, high: int, nullable: bool = False) -> int | None:
-        return _Fields(self.get(key, nullable), self._name(key), self.path).as_integer(low, high, nullable)
-
-    def as_integer(self, low: int, high: int, nullable: bool = False) -> int | None:
-        if self.value is None and nullable:
-            return None
-        if not isinstance(self.value, int) or isinstance(self.value, bool):
-            raise self.error(f"expected an integer, got {_type(self.value)}")
-        if not low <= self.value <= high:
-            raise self.error(f"{self.value} is not in {low}..{high}")
-        return self.value
-
-    def number(self, key: str, nullable: bool = True) -> float | None:
-        value = self.get(key, optional=nullable)
-        if value is None and nullable:
-            return None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self.error(f"expected a number, got {_type(value)}", self._name(key))
-        return value
-
-
-def _type(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
-
-
-def _check_derived(root: _Fields, key: str, expected) -> None:
+def _check_derived(root: JsonFields, key: str, expected) -> None:
     """A field that follows from the others: absent, or equal to ``expected``; the first entry that differs is named."""
     given = root.get(key, optional=True)
     if given is None or given == expected:
@@ -378,10 +266,11 @@ def _check_derived(root: _Fields, key: str, expected) -> None:
     if isinstance(given, dict) and isinstance(expected, dict):
         entry = next(k for k in [*expected, *given] if given.get(k) != expected.get(k))
         field, given, expected = f"{key}.{entry}", given.get(entry), expected.get(entry)
-    raise root.error(f"{_show(given)} does not follow from schema, image and label, which give {_show(expected)}", field)
+    message = f"{show(given)} does not follow from schema, image and label, which give {show(expected)}"
+    raise root.error(message, field)
 
 
-def _raster_spec(fields: _Fields) -> RasterSpec:
+def _raster_spec(fields: JsonFields) -> RasterSpec:
     encoding = fields.choice("encoding", ENCODINGS)
     form = fields.choice("format", RECORD_FORMATS, optional=True)
     shape = fields.child("shape").elements()
@@ -393,48 +282,46 @@ def _raster_spec(fields: _Fields) -> RasterSpec:
     if len(band_names) != bands:
         raise fields.error(f"{len(band_names)} band names for {bands} bands", f"{fields.field}.band_names")
     nodata = fields.get("nodata", optional=True)
-    if nodata == "nan":
-        nodata = math.nan
-    elif nodata is not None:
-        nodata = fields.number("nodata")
+    nodata = nodata_from_json(nodata) if nodata in (None, "nan") else fields.number("nodata")
     parts = png_channels(bands) if encoding == "png" else (bands,)
     given = fields.get("parts", optional=True)
     if given is not None and given != list(parts):
-        raise fields.error(f"{_show(given)} is not how {encoding} holds {bands} bands ({list(parts)})", f"{fields.field}.parts")
+        message = f"{show(given)} is not how {encoding} holds {bands} bands ({list(parts)})"
+        raise fields.error(message, f"{fields.field}.parts")
     dtype = fields.choice("dtype", DTYPES)
     return RasterSpec(encoding, form, (rows, cols, bands), dtype, band_names, nodata, parts)
 
 
-def _split(name: str, fields: _Fields) -> SplitInfo:
+def _split(name: str, fields: JsonFields) -> SplitInfo:
     if not name.isidentifier():
         raise fields.error("split names are words (letters, digits, _)")
     shards = []
     for shard in fields.child("shards").elements(MAX_SHARDS):
         sha256 = shard.get("sha256", optional=True)
         if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
-            raise shard.error(f"{_show(sha256)} is not a SHA-256 (64 hex digits)", f"{shard.field}.sha256")
+            raise shard.error(f"{show(sha256)} is not a SHA-256 (64 hex digits)", f"{shard.field}.sha256")
         file = shard.child("file")
         shards.append(ShardInfo(_shard_file(file), shard.integer("records", 0, MAX_RECORDS), sha256))
     return SplitInfo(name, fields.integer("records", 0, MAX_RECORDS), tuple(shards))
 
 
-def _shard_file(fields: _Fields) -> str:
+def _shard_file(fields: JsonFields) -> str:
     """A shard path relative to the dataset folder, that cannot name anything outside it."""
     name = fields.as_text()
     if not name or "\0" in name or "\\" in name:
-        raise fields.error(f"{_show(name)} is not a file name")
+        raise fields.error(f"{show(name)} is not a file name")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or storage.is_url(name):
-        raise fields.error(f"{_show(name)} is an absolute path; shard files must lie inside the dataset folder")
+        raise fields.error(f"{show(name)} is an absolute path; shard files must lie inside the dataset folder")
     if any(part in ("", ".", "..") for part in name.split("/")):
-        raise fields.error(f"{_show(name)} steps out of or around the dataset folder ('..', '.', '//')")
+        raise fields.error(f"{show(name)} steps out of or around the dataset folder ('..', '.', '//')")
     return name
 
 
-def _bad_chip(fields: _Fields) -> BadChip:
+def _bad_chip(fields: JsonFields) -> BadChip:
     return BadChip(fields.text("name"), fields.text("reason"))
 
 
-def _class_names(fields: _Fields | None) -> Mapping[str, str] | None:
+def _class_names(fields: JsonFields | None) -> Mapping[str, str] | None:
     if fields is None:
         return None
     entries = fields.items()
@@ -443,7 +330,7 @@ def _class_names(fields: _Fields | None) -> Mapping[str, str] | None:
     return frozen_json({value: name.as_text() for value, name in entries})
 
 
-def _statistics(fields: _Fields | None) -> Mapping | None:
+def _statistics(fields: JsonFields | None) -> Mapping | None:
     """Band statistics and class counts; the fields `make_dataset` and inspect use are type-checked."""
     if fields is None:
         return None
@@ -456,30 +343,14 @@ def _statistics(fields: _Fields | None) -> Mapping | None:
     return frozen_json(fields.value)
 
 
-def _split_rule(fields: _Fields | None) -> Mapping | None:
+def _split_rule(fields: JsonFields | None) -> Mapping | None:
     if fields is None:
         return None
     for _, fraction in fields.child("fractions").items():
-        if not isinstance(fraction.value, (int, float)) or isinstance(fraction.value, bool) or not 0 < fraction.value <= 1:
-            raise fraction.error(f"{_show(fraction.value)} is not a fraction in (0, 1]")
+        if not 0 < fraction.as_number() <= 1:
+            raise fraction.error(f"{fraction.value} is not a fraction in (0, 1]")
     fields.text("by")
     fields.integer("seed", -(2**63), 2**64)
     return frozen_json(fields.value)
 
 
-def frozen_json(value):
-    """A JSON value made read-only: objects as mapping proxies, lists as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: frozen_json(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(frozen_json(item) for item in value)
-    return value
-
-
-def _thawed(value):
-    """The inverse of `frozen_json`: plain dicts and lists, for `json.dumps`."""
-    if isinstance(value, Mapping):
-        return {key: _thawed(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thawed(item) for item in value]
-    return value

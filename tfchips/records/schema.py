@@ -111,18 +111,12 @@ class RasterSpec:
 
     def as_json(self) -> dict:
         """dataset.json form (nodata as `nodata_to_json` writes it)."""
-        nodata = nodata_to_json(self.nodata)
-        return {
-            "encoding": self.encoding,
-            "format": self.format,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "band_names": list(self.band_names),
-            "nodata": nodata,
-            "parts": list(self.parts),
-        }
+        fields = raster_json(self.encoding, self.format, self.shape, self.dtype, self.band_names, self.nodata)
+        return {**fields, "parts": list(self.parts)}
 
-    def differences(self, encoding: str | None, shape: tuple[int, ...], dtype: str, band_names: tuple[str, ...]) -> list[str]:
+    def differences(
+        self, encoding: str | None, shape: tuple[int, ...], dtype: str, band_names: tuple[str, ...]
+    ) -> list[str]:
         """How pixels stored as ``encoding`` with this ``shape``, ``dtype`` and ``band_names`` contradict the spec."""
         found = []
         if encoding is not None and encoding != self.encoding:
@@ -152,6 +146,25 @@ class RasterSpec:
             self.nodata if _same(self.nodata, other.nodata) else None,
             self.parts,
         )
+
+
+def raster_json(
+    encoding: str | None,
+    format: str | None,
+    shape: tuple,
+    dtype: str,
+    band_names: tuple[str, ...],
+    nodata: float | None,
+) -> dict:
+    """How pixels are stored, as dataset.json's ``image`` / ``label`` and ``tfchips inspect --json`` write it."""
+    return {
+        "encoding": encoding,
+        "format": format,
+        "shape": list(shape),
+        "dtype": dtype,
+        "band_names": list(band_names),
+        "nodata": nodata_to_json(nodata),
+    }
 
 
 def nodata_to_json(value: float | None) -> float | str | None:
