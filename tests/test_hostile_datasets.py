@@ -9,6 +9,7 @@ and ``tfchips inspect``.
 import hashlib
 import json
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -267,6 +268,7 @@ def test_dataset_info_is_frozen_and_its_json_a_copy(pristine):
     content = info.as_json()
     content["statistics"]["bands"].clear()
     assert len(info.as_json()["statistics"]["bands"]) == 4
+    assert pickle.loads(pickle.dumps(info)) == info
     assert [s.name for s in info.splits] == ["train", "val"] and info.split_named("test") is None
     assert info.shard_paths(pristine, "val") == [
         os.path.join(pristine, s.file) for s in info.split_named("val").shards

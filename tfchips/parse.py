@@ -392,7 +392,8 @@ def make_dataset(
     described = description if description is not None else found
     if compression is not None and compression not in COMPRESSIONS:
         raise ConfigError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
-    info = None if described is None else DatasetInfo.of(described, "description" if description else DATASET_JSON)
+    where = DATASET_JSON if description is None else "description"
+    info = None if described is None else DatasetInfo.of(described, where)
     if compression is None and info is not None:
         compression = info.compression
     kinds = [COMPRESSIONS[compression][0] if compression else _compression_of(p) for p in paths]

@@ -212,6 +212,10 @@ class DatasetInfo:
             _check_derived(root, "legacy_payload", payload)
         return info
 
+    def __reduce__(self):
+        # Its mappings are read-only proxies, which pickle cannot copy; the JSON form can.
+        return DatasetInfo.from_mapping, (self.as_json(),)
+
     @classmethod
     def of(cls, value: DatasetInfo | Mapping, path: str = DATASET_JSON) -> DatasetInfo:
         """``value`` itself, or the dataset.json content ``value`` checked (`from_mapping`)."""
