@@ -33,7 +33,8 @@ from tfchips.chips import (
 from tfchips.errors import ChipError, RecordError, TfchipsError
 from tfchips.figures import format_number
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
-from tfchips.records.schema import decode_example, raster_json
+from tfchips.records.raster_spec import raster_json
+from tfchips.records.schema import decode_example
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@
   picklable: the unit a Beam pipeline maps).
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: `plan_shards`, which split and shard each chip goes to.
+- `raster_spec`: `RasterSpec`, what every image (or label) of a dataset shares.
 - `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
 - `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
 - `writer`: `write_tfrecords`, the local parallel writer.
@@ -19,11 +20,11 @@ from tfchips.records.codecs import DECODERS, ENCODINGS, EncodedRaster, encode_pn
 from tfchips.records.dataset_info import DatasetInfo, ShardInfo, SplitInfo, read_dataset_info
 from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
 from tfchips.records.plan import ShardPlan, assign_splits, parse_split_by, parse_splits, plan_shards, shards_for_size
+from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.schema import (
     SCHEMA_VERSION,
     SCHEMAS,
     ChipExample,
-    RasterSpec,
     decode_example,
     feature_spec,
     feature_table,

@@ -23,7 +23,8 @@ from tfchips import storage
 from tfchips.errors import RecordError
 from tfchips.records.codecs import ENCODINGS, FORMATS, RAW_FORMAT, png_channels
 from tfchips.records.json_fields import JsonFields, deeper_than, frozen_json, show, thawed_json
-from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, RasterSpec, feature_table, legacy_payload, nodata_from_json
+from tfchips.records.raster_spec import RasterSpec, nodata_from_json
+from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, feature_table, legacy_payload
 
 DATASET_JSON = "dataset.json"
 # Compression -> (TFRecordDataset compression type, shard file suffix).

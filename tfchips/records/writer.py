@@ -21,8 +21,9 @@ dataset.json, beside the shards::
      "skipped": [{"name", "reason"}]}
 
 ``shape`` entries and ``format`` are null where chips differ; ``nodata`` is a number, null,
-or ``"nan"``. `tfchips.records.dataset_info.DatasetInfo` reads and writes it. Shards are ``<split>-00000-of-00016.tfrecord`` (``.gz`` for gzip, ``.zz`` for
-zlib); without ``--split`` the one split is named ``data``.
+or ``"nan"``. Shards are ``<split>-00000-of-00016.tfrecord`` (``.gz`` for gzip, ``.zz`` for
+zlib); without ``--split`` the one split is named ``data``. `tfchips.records.dataset_info.DatasetInfo`
+reads and writes dataset.json.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from tfchips.records.plan import (
     plan_shards,
     shards_for_size,
 )
-from tfchips.records.schema import RasterSpec
+from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.tfrecord import TFRecordFile
 from tfchips.statistics import ChipStatistics, statistics_json
 
