@@ -1,9 +1,9 @@
 """dataset.json both ways: `DatasetInfo`, the one validated, frozen reading of it, and its JSON form.
 
 dataset.json is untrusted input (a folder from someone else, a file edited by hand):
-`DatasetInfo.from_json` bounds its size and nesting before parsing it, then checks
-every field's type and range, and that every shard file lies inside the dataset
-folder. Each error is one `RecordError` line naming the file and the field
+`DatasetInfo.from_json` bounds its size before parsing it and its nesting as it
+parses, then checks every field's type and range, and that every shard file lies
+inside the dataset folder (`DatasetInfo.shard_paths` resolves symbolic links too). Each error is one `RecordError` line naming the file and the field
 (``splits.train.shards[0].file``). ``format``, ``nodata``, ``parts``, ``features``
 and ``legacy_payload`` may be left out: the last three follow from the rest, and
 are refused when given and different. `DatasetInfo.as_json` is what the writer
