@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_inspect import run
 from test_parse import records, write_chips
 
@@ -228,7 +229,7 @@ def test_a_shard_holding_fewer_records_than_listed_fails_the_epoch(folder):
     edit(folder, overstate)
     dataset = make_dataset(str(folder), "train")
     assert len(dataset) == 5
-    with pytest.raises(Exception, match="expected to contain 5 elements but contained only 3"):
+    with pytest.raises(tf.errors.OpError, match="expected to contain 5 elements but contained only 3"):
         list(dataset)
 
 
