@@ -29,14 +29,10 @@ import tensorflow as tf
 from affine import Affine
 
 from tfchips.errors import ChipError, ConfigError, RecordError
-from tfchips.records.codecs import decode_payload, png_channels, png_storage_dtype
-from tfchips.records.schema import LEGACY_SIDES, ChipExample, RasterSpec, feature_spec, feature_table
-from tfchips.records.writer import (
-    COMPRESSIONS,
-    DATASET_JSON,
-    read_dataset_json,
-    shard_paths,
-)
+from tfchips.records.codecs import decode_payload, png_storage_dtype
+from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo
+from tfchips.records.schema import LEGACY_SIDES, SCHEMA_VERSION, ChipExample, RasterSpec, feature_spec
+from tfchips.records.writer import read_dataset_json
 from tfchips.storage import publish
 
 METADATA_KEYS = ("name", "key", "crs", "transform")
@@ -56,12 +52,8 @@ class _Side:
     parts: tuple[int, ...]
 
     @classmethod
-    def of(cls, spec: Mapping) -> _Side:
-        try:
-            dtype = tf.as_dtype(spec["dtype"])
-        except TypeError:
-            raise RecordError(f"dataset.json: unknown dtype {spec['dtype']!r}") from None
-        return cls(spec["encoding"], spec["format"], tuple(spec["shape"]), dtype, tuple(spec["parts"]))
+    def of(cls, spec: RasterSpec) -> _Side:
+        return cls(spec.encoding, spec.format, spec.shape, tf.as_dtype(spec.dtype), spec.parts)
 
     @property
     def static(self) -> bool:
@@ -136,17 +128,15 @@ def _decode(data: tf.Tensor, shape: tf.Tensor, fmt: tf.Tensor | None, side: _Sid
         ]
         pixels = planes[0] if len(planes) == 1 else tf.concat(planes, axis=2)
         pixels = pixels if storage == side.dtype else tf.bitcast(pixels, side.dtype)
-    elif side.encoding == "bytes":
+    else:  # bytes: `DatasetInfo` admits the three encodings only
         pixels = _decode_file(data[0], fmt, shape, side)
-    else:
-        raise RecordError(f"dataset.json: unknown encoding {side.encoding!r}")
     return tf.ensure_shape(pixels, side.shape)
 
 
-def parse_example(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor]:
+def parse_example(serialized: tf.Tensor, schema: DatasetInfo | Mapping) -> dict[str, tf.Tensor]:
     """One serialized record (a scalar string tensor) to its pixels and georeference, in-graph.
 
-    ``schema`` is the content of the shards' dataset.json (`read_dataset_json`).
+    ``schema`` is the shards' `DatasetInfo` or dataset.json content (`read_dataset_json`).
     Returns ``image`` and ``label``, (rows, cols, bands) in their recorded dtypes,
     with static shapes where dataset.json gives them; ``name``, ``key`` and ``crs``
     (strings: chip name, DLTile key or "", ``EPSG:<code>`` / WKT or ""); ``transform``,
@@ -154,10 +144,11 @@ def parse_example(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor
     rotation, pixel height; CRS units). Legacy records carry no georeference: their
     ``crs`` is "" and ``transform`` NaN. Use it in ``dataset.map``.
     """
-    if schema.get("schema") == "legacy":
-        return _parse_legacy(serialized, schema)
-    spec = feature_spec(schema)
-    sides = {name: _Side.of(schema[name]) for name in ("image", "label")}
+    info = DatasetInfo.of(schema)
+    if info.schema == "legacy":
+        return _parse_legacy(serialized, info)
+    spec = feature_spec(info)
+    sides = {"image": _Side.of(info.image), "label": _Side.of(info.label)}
     keys = [*METADATA_KEYS] + [f"{name}/{field}" for name in sides for field in ("data", "shape", "format")]
     features = tf.io.parse_single_example(serialized, {key: spec[key] for key in keys})
     parsed = {
@@ -170,12 +161,12 @@ def parse_example(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor
     return {**parsed, "name": features["name"], "key": features["key"], "crs": features["crs"], "transform": transform}
 
 
-def _parse_legacy(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor]:
+def _parse_legacy(serialized: tf.Tensor, info: DatasetInfo) -> dict[str, tf.Tensor]:
     """`parse_example` for the ``legacy`` schema (see `tfchips.records.schema`)."""
-    features = tf.io.parse_single_example(serialized, feature_spec(schema))
+    features = tf.io.parse_single_example(serialized, feature_spec(info))
     parsed = {}
     for name, (data_key, prefix) in LEGACY_SIDES.items():
-        side = _Side.of(schema[name])
+        side = _Side.of(info.image if name == "image" else info.label)
         bands = features["image/channels"] if name == "image" else tf.constant(side.shape[2], tf.int64)
         shape = tf.cast(tf.stack([features[f"{prefix}/height"], features[f"{prefix}/width"], bands]), tf.int32)
         data = features[data_key]
@@ -232,7 +223,7 @@ def _first_record(paths: list[str], kinds: list[str]) -> tuple[str, bytes]:
     raise RecordError(f"{paths[0]}: no records in the shards, and no {DATASET_JSON} says what they hold")
 
 
-def _describe_record(paths: list[str], kinds: list[str]) -> dict:
+def _describe_record(paths: list[str], kinds: list[str]) -> DatasetInfo:
     """A dataset description from the first record of the shards, for shards without dataset.json.
 
     Encodings, dtypes and band counts come from the record; rows and columns stay
@@ -248,33 +239,23 @@ def _describe_record(paths: list[str], kinds: list[str]) -> dict:
     try:
         for side in ("image", "label"):
             encoding = features[f"{side}/encoding"].bytes_list.value[0].decode()
-            bands = int(features[f"{side}/shape"].int64_list.value[2])
-            specs[side] = RasterSpec(
-                encoding=encoding,
-                format=None if encoding == "bytes" else features[f"{side}/format"].bytes_list.value[0].decode(),
-                shape=(None, None, bands),
-                dtype=features[f"{side}/dtype"].bytes_list.value[0].decode(),
-                band_names=tuple(v.decode("utf-8") for v in features[f"{side}/band_names"].bytes_list.value),
-                nodata=None,
-                parts=png_channels(bands) if encoding == "png" else (bands,),
-            )
-    except (IndexError, KeyError) as error:
+            specs[side] = {
+                "encoding": encoding,
+                "format": None if encoding == "bytes" else features[f"{side}/format"].bytes_list.value[0].decode(),
+                "shape": [None, None, int(features[f"{side}/shape"].int64_list.value[2])],
+                "dtype": features[f"{side}/dtype"].bytes_list.value[0].decode(),
+                "band_names": [v.decode("utf-8") for v in features[f"{side}/band_names"].bytes_list.value],
+            }
+    except (IndexError, KeyError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not a tfchips record (missing feature {error})") from None
-    return {
-        "schema": "tfchips",
-        "image": specs["image"].as_json(),
-        "label": specs["label"].as_json(),
-        "features": feature_table("tfchips", specs["image"], specs["label"]),
-        "class_names": None,
-        "statistics": None,
-    }
+    # Checked as a dataset.json would be: the record is as untrusted as one.
+    description = {"schema": "tfchips", "schema_version": SCHEMA_VERSION, **specs, "splits": {}}
+    return DatasetInfo.from_mapping(description, f"{path} record 0")
 
 
-def _record_count(paths: list[str], description: Mapping | None) -> int | None:
+def _record_count(paths: list[str], info: DatasetInfo) -> int | None:
     """Records in ``paths`` according to dataset.json, or None where it does not list them all."""
-    if description is None:
-        return None
-    counts = {s["file"]: s["records"] for info in (description.get("splits") or {}).values() for s in info["shards"]}
+    counts = {os.path.basename(s.file): s.records for split in info.splits for s in split.shards}
     names = [os.path.basename(p) for p in paths]
     return sum(counts[n] for n in names) if all(n in counts for n in names) else None
 
@@ -293,7 +274,7 @@ def find_shards(
         if os.path.isdir(where):
             if os.path.isfile(os.path.join(where, DATASET_JSON)):
                 description = read_dataset_json(where)
-                paths = shard_paths(where, split, description)
+                paths = DatasetInfo.of(description, os.path.join(where, DATASET_JSON)).shard_paths(where, split)
                 if not paths:
                     raise RecordError(f"{where}: split {split!r} has no records" if split else f"{where}: no records")
                 return paths, description
@@ -335,9 +316,9 @@ def _band_indices(bands: Sequence[str | int] | None, names: Sequence[str]) -> li
     return None if indices == list(range(len(names))) else indices
 
 
-def _band_statistics(description: Mapping, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _band_statistics(info: DatasetInfo, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-band (mean, std) from dataset.json, in the images' band order; std 0 counts as 1."""
-    stats = description.get("statistics") or {}
+    stats = info.statistics or {}
     by_name = {b.get("name"): b for b in stats.get("bands") or ()}
     means, stds = [], []
     for name in names:
@@ -352,7 +333,7 @@ def _band_statistics(description: Mapping, names: Sequence[str]) -> tuple[np.nda
     return np.asarray(means), np.asarray(stds)
 
 
-def _normalizer(normalize, description: Mapping, names: list[str], dtype: tf.DType) -> Callable | None:
+def _normalizer(normalize, info: DatasetInfo, names: list[str], dtype: tf.DType) -> Callable | None:
     if normalize is None:
         return None
     if not dtype.is_floating:
@@ -361,7 +342,7 @@ def _normalizer(normalize, description: Mapping, names: list[str], dtype: tf.DTy
         return normalize
     if normalize != "stats":
         raise ConfigError(f"unknown normalize {normalize!r}: expected None, 'stats' or a function")
-    mean, std = _band_statistics(description, names)
+    mean, std = _band_statistics(info, names)
     mean, scale = tf.constant(mean, dtype), tf.constant(1.0 / std, dtype)
     return lambda image: (image - mean) * scale
 
@@ -411,25 +392,27 @@ def make_dataset(
     described = description if description is not None else found
     if compression is not None and compression not in COMPRESSIONS:
         raise ConfigError(f"unknown compression {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
-    if compression is None and described is not None and "compression" in described:
-        compression = described["compression"]
+    where = DATASET_JSON if description is None else "description"
+    info = None if described is None else DatasetInfo.of(described, where)
+    if compression is None and info is not None:
+        compression = info.compression
     kinds = [COMPRESSIONS[compression][0] if compression else _compression_of(p) for p in paths]
-    schema = described if described is not None else _describe_record(paths, kinds)
-    image_spec = schema["image"]
-    if batch_size is not None and described is not None and None in image_spec["shape"][:2]:
+    if info is None:
+        info = _describe_record(paths, kinds)
+    elif batch_size is not None and None in info.image.shape[:2]:
         raise RecordError(
-            f"{paths[0]}: chips differ in size ({DATASET_JSON} shape {image_spec['shape']}), so they cannot be "
+            f"{paths[0]}: chips differ in size ({DATASET_JSON} shape {list(info.image.shape)}), so they cannot be "
             "batched; pass batch_size=None, or batch them yourself after resizing"
         )
-    names = list(image_spec["band_names"])
+    names = list(info.image.band_names)
     indices = _band_indices(bands, names)
     selected = names if indices is None else [names[i] for i in indices]
     image_dtype = None if image_dtype is None else tf.as_dtype(image_dtype)
     label_dtype = None if label_dtype is None else tf.as_dtype(label_dtype)
-    scale = _normalizer(normalize, schema, selected, image_dtype or tf.as_dtype(image_spec["dtype"]))
+    scale = _normalizer(normalize, info, selected, image_dtype or tf.as_dtype(info.image.dtype))
 
     def element(serialized: tf.Tensor):
-        parsed = parse_example(serialized, schema)
+        parsed = parse_example(serialized, info)
         image, label = parsed["image"], parsed["label"]
         if indices is not None:
             image = tf.gather(image, indices, axis=2)
@@ -454,7 +437,7 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
-    count = _record_count(paths, schema)
+    count = _record_count(paths, info)
     if count is not None:  # Keras and `len()` see the epoch's length; a shard that disagrees fails loudly
         records = records.apply(tf.data.experimental.assert_cardinality(count))
     if shuffle:

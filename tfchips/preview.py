@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tfchips import storage
 from tfchips.chips import valid_pixels
 from tfchips.errors import ConfigError
-from tfchips.inspect import (
+from tfchips.dataset_reader import (
     ChipSample,
     DecodedChip,
     Problem,
@@ -256,7 +256,7 @@ def _draw_legend(draw, legend, top: int, width: int, font) -> None:
 def preview_dataset(
     path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL
 ) -> ContactSheet:
-    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`)."""
+    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`)."""
     if n < 1:
         raise ConfigError(f"the number of chips to preview must be at least 1, got {n}")
     source = open_dataset(path)

@@ -10,17 +10,21 @@
   picklable: the unit a Beam pipeline maps).
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: `plan_shards`, which split and shard each chip goes to.
-- `writer`: `write_tfrecords`, the local parallel writer, and dataset.json.
+- `raster_spec`: `RasterSpec`, what every image (or label) of a dataset shares.
+- `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
+- `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
+- `writer`: `write_tfrecords`, the local parallel writer.
 """
 
 from tfchips.records.codecs import DECODERS, ENCODINGS, EncodedRaster, encode_png, png_channels
+from tfchips.records.dataset_info import DatasetInfo, ShardInfo, SplitInfo, read_dataset_info
 from tfchips.records.encoder import EncodedChip, RecordOptions, encode_chip_pair
 from tfchips.records.plan import ShardPlan, assign_splits, parse_split_by, parse_splits, plan_shards, shards_for_size
+from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.schema import (
     SCHEMA_VERSION,
     SCHEMAS,
     ChipExample,
-    RasterSpec,
     decode_example,
     feature_spec,
     feature_table,
@@ -30,7 +34,6 @@ from tfchips.records.writer import (
     COMPRESSIONS,
     DATASET_JSON,
     BadChip,
-    ShardInfo,
     WriterOptions,
     dataset_description,
     ordered_map,
@@ -52,12 +55,14 @@ __all__ = [
     "BadChip",
     "ChipExample",
     "ChipStatistics",
+    "DatasetInfo",
     "EncodedChip",
     "EncodedRaster",
     "RasterSpec",
     "RecordOptions",
     "ShardInfo",
     "ShardPlan",
+    "SplitInfo",
     "WriterOptions",
     "assign_splits",
     "chip_statistics",
@@ -72,6 +77,7 @@ __all__ = [
     "parse_splits",
     "plan_shards",
     "png_channels",
+    "read_dataset_info",
     "read_dataset_json",
     "shard_file_name",
     "shard_paths",

@@ -47,15 +47,15 @@ import functools
 import math
 import struct
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 from affine import Affine
 
 from tfchips.chips import ChipGeoreference, chip_key
-from tfchips.errors import ChipError, RecordError
-from tfchips.records.codecs import EncodedRaster, decode_payload, png_channels
+from tfchips.errors import RecordError
+from tfchips.records.codecs import EncodedRaster, decode_payload
 from tfchips.records.example import Chunks, bytes_feature, float_feature, int64_feature, serialize_example
+from tfchips.records.raster_spec import RasterSpec
 
 SCHEMAS = ("tfchips", "legacy")
 SCHEMA_VERSION = 1
@@ -68,6 +68,8 @@ class ChipExample:
     """A record read back: pixels as (rows, cols, bands) arrays and where they lie.
 
     ``crs`` and ``transform`` are None for legacy records, which do not carry them.
+    ``image_encoding`` and ``image_format`` (and the label's) say how the record
+    stores the pixels; for legacy records, as their dataset.json says.
     """
 
     name: str
@@ -78,72 +80,10 @@ class ChipExample:
     label: np.ndarray
     image_band_names: tuple[str, ...]
     label_band_names: tuple[str, ...]
-
-
-def _same(a: float | None, b: float | None) -> bool:
-    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
-
-
-@dataclass(frozen=True, slots=True)
-class RasterSpec:
-    """What every image (or label) of a dataset shares; dataset.json's ``image`` / ``label``.
-
-    ``shape`` is (rows, cols, bands) with None where chips differ; ``format`` is None
-    where they mix formats; ``parts`` gives the bands held by each ``data`` element.
-    """
-
-    encoding: str
-    format: str | None
-    shape: tuple[int | None, int | None, int]
-    dtype: str
-    band_names: tuple[str, ...]
-    nodata: float | None
-    parts: tuple[int, ...]
-
-    @classmethod
-    def of(cls, raster: EncodedRaster, band_names: tuple[str, ...], nodata: float | None) -> RasterSpec:
-        parts = png_channels(raster.shape[2]) if raster.encoding == "png" else (raster.shape[2],)
-        return cls(raster.encoding, raster.format, raster.shape, raster.dtype, band_names, nodata, parts)
-
-    def as_json(self) -> dict:
-        """dataset.json form (nodata as `nodata_to_json` writes it)."""
-        nodata = nodata_to_json(self.nodata)
-        return {
-            "encoding": self.encoding,
-            "format": self.format,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "band_names": list(self.band_names),
-            "nodata": nodata,
-            "parts": list(self.parts),
-        }
-
-    def combine(self, other: RasterSpec, where: str) -> RasterSpec:
-        """The spec shared by both; `ChipError` naming ``where`` if the bands or dtype differ."""
-        if (other.dtype, other.band_names) != (self.dtype, self.band_names):
-            raise ChipError(
-                f"{where}: {other.dtype} bands {list(other.band_names)} where earlier chips have "
-                f"{self.dtype} bands {list(self.band_names)}"
-            )
-        return RasterSpec(
-            self.encoding,
-            self.format if self.format == other.format else None,
-            tuple(a if a == b else None for a, b in zip(self.shape, other.shape)),
-            self.dtype,
-            self.band_names,
-            self.nodata if _same(self.nodata, other.nodata) else None,
-            self.parts,
-        )
-
-
-def nodata_to_json(value: float | None) -> float | str | None:
-    """A nodata value as dataset.json holds it: a number, null, or ``"nan"`` (JSON has no NaN)."""
-    return "nan" if value is not None and math.isnan(value) else value
-
-
-def nodata_from_json(value: float | str | None) -> float | None:
-    """The inverse of `nodata_to_json`."""
-    return math.nan if value == "nan" else value
+    image_encoding: str | None = None
+    image_format: str | None = None
+    label_encoding: str | None = None
+    label_format: str | None = None
 
 
 def _side(prefix: str, raster: EncodedRaster, band_names: tuple[str, ...]) -> dict[str, Chunks]:
@@ -245,17 +185,20 @@ def _pixels(record: str, side: str, encoding: str, data: tuple[bytes, ...], shap
     import tensorflow as tf
     from rasterio.errors import RasterioError
 
+    if len(shape) != 3:
+        raise RecordError(f"{record}{side} shape {list(shape)} is not (rows, cols, bands)")
     try:
         return decode_payload(encoding, data, shape, dtype)
     except (ValueError, TypeError, RasterioError, tf.errors.OpError) as error:
         raise RecordError(f"{record}{side} data do not decode as {encoding} {dtype} {list(shape)} ({error})") from None
 
 
-def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExample:
+def decode_example(serialized: bytes, dataset=None) -> ChipExample:
     """Read a record back into pixels, the inverse of `build_record` / `build_legacy_record`.
 
-    ``dataset`` (the parsed dataset.json) is needed for legacy records only, which
-    do not say their encoding or dtype. Runs eagerly (numpy); in-graph parsing
+    ``dataset`` (a `DatasetInfo`, or dataset.json content holding at least ``image``
+    and ``label``) is needed for legacy records only, which do not say their
+    encoding or dtype. Runs eagerly (numpy); in-graph parsing
     uses `feature_spec`. Raises `RecordError` naming the record and feature for
     bytes that are not a record, a missing or malformed feature, or pixels that
     do not decode as the record says.
@@ -272,12 +215,14 @@ def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExa
     record = ""  # "record 'NAME': " once the name is known
     try:
         record = f"record {_feature(features, 'name').bytes_list.value[0].decode('utf-8')!r}: "
-        rasters = {}
+        rasters, stored = {}, {}
         for side in ("image", "label"):
+            encoding = _feature(features, f"{side}/encoding").bytes_list.value[0].decode()
+            stored[side] = (encoding, _feature(features, f"{side}/format").bytes_list.value[0].decode())
             rasters[side] = _pixels(
                 record,
                 side,
-                _feature(features, f"{side}/encoding").bytes_list.value[0].decode(),
+                encoding,
                 tuple(_feature(features, f"{side}/data").bytes_list.value),
                 tuple(_feature(features, f"{side}/shape").int64_list.value),
                 _feature(features, f"{side}/dtype").bytes_list.value[0].decode(),
@@ -292,38 +237,44 @@ def decode_example(serialized: bytes, dataset: Mapping | None = None) -> ChipExa
             label=rasters["label"],
             image_band_names=tuple(_texts(_feature(features, "image/band_names"))),
             label_band_names=tuple(_texts(_feature(features, "label/band_names"))),
+            image_encoding=stored["image"][0],
+            image_format=stored["image"][1],
+            label_encoding=stored["label"][0],
+            label_format=stored["label"][1],
         )
     except (IndexError, KeyError, UnicodeDecodeError, struct.error) as error:
         raise RecordError(f"{record}not a tfchips record: missing or malformed feature {error}") from None
 
 
-def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
+def _decode_legacy(features, dataset) -> ChipExample:
+    from tfchips.records.dataset_info import raster_specs  # it builds on this module
+
     if dataset is None:
         raise RecordError("legacy records do not say their encoding or dtype: pass the dataset.json content")
+    specs = dict(zip(LEGACY_SIDES, raster_specs(dataset)))
     record = ""
     try:
         identifier = _feature(features, "identifier").bytes_list.value[0].decode("utf-8")
         record = f"legacy record {identifier!r}: "
         sides = {}
         for side, (data_key, prefix) in LEGACY_SIDES.items():
-            spec = dataset[side]
+            spec = specs[side]
             value = _feature(features, data_key)
             shape = (
                 _feature(features, f"{prefix}/height").int64_list.value[0],
                 _feature(features, f"{prefix}/width").int64_list.value[0],
-                _feature(features, "image/channels").int64_list.value[0] if side == "image" else spec["shape"][2],
+                _feature(features, "image/channels").int64_list.value[0] if side == "image" else spec.shape[2],
             )
             if value.HasField("float_list"):  # the pixels as float32, whatever their dtype: cast back, as parse_example
                 floats = np.asarray(value.float_list.value, dtype=np.float32)
                 if floats.size != math.prod(shape):
                     raise RecordError(f"{record}{side} holds {floats.size} floats, not {' x '.join(map(str, shape))}")
-                sides[side] = floats.reshape(shape).astype(spec["dtype"])
+                sides[side] = floats.reshape(shape).astype(spec.dtype)
             else:
                 data = tuple(value.bytes_list.value)
-                sides[side] = _pixels(record, side, spec["encoding"], data, shape, spec["dtype"])
-        band_names = {side: tuple(dataset[side]["band_names"]) for side in LEGACY_SIDES}
-    except (IndexError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise RecordError(f"{record}missing or malformed legacy feature or dataset.json entry {error}") from None
+                sides[side] = _pixels(record, side, spec.encoding, data, shape, spec.dtype)
+    except (IndexError, KeyError, UnicodeDecodeError) as error:
+        raise RecordError(f"{record}missing or malformed legacy feature {error}") from None
     key = chip_key(identifier.replace(":", "#"))
     return ChipExample(
         name=identifier.replace(":", "#") if key else identifier,
@@ -332,8 +283,12 @@ def _decode_legacy(features, dataset: Mapping | None) -> ChipExample:
         transform=None,
         image=sides["image"],
         label=sides["label"],
-        image_band_names=band_names["image"],
-        label_band_names=band_names["label"],
+        image_band_names=specs["image"].band_names,
+        label_band_names=specs["label"].band_names,
+        image_encoding=specs["image"].encoding,
+        image_format=specs["image"].format,
+        label_encoding=specs["label"].encoding,
+        label_format=specs["label"].format,
     )
 
 
@@ -369,14 +324,16 @@ def feature_table(schema: str, image: RasterSpec, label: RasterSpec) -> dict[str
     return table
 
 
-def feature_spec(dataset: Mapping) -> dict:
-    """``tf.io.parse_example`` features from a dataset.json's ``features`` table."""
+def feature_spec(dataset) -> dict:
+    """``tf.io.parse_example`` features of a dataset's records (a `DatasetInfo` or dataset.json content)."""
     import tensorflow as tf
+
+    from tfchips.records.dataset_info import DatasetInfo  # it builds on this module
 
     kinds = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
     return {
         key: tf.io.VarLenFeature(kinds[f["type"]])
         if f["shape"] is None
         else tf.io.FixedLenFeature(f["shape"], kinds[f["type"]])
-        for key, f in dataset["features"].items()
+        for key, f in DatasetInfo.of(dataset).features.items()
     }

@@ -22,7 +22,8 @@ dataset.json, beside the shards::
 
 ``shape`` entries and ``format`` are null where chips differ; ``nodata`` is a number, null,
 or ``"nan"``. Shards are ``<split>-00000-of-00016.tfrecord`` (``.gz`` for gzip, ``.zz`` for
-zlib); without ``--split`` the one split is named ``data``.
+zlib); without ``--split`` the one split is named ``data``. `tfchips.records.dataset_info.DatasetInfo`
+reads and writes dataset.json.
 """
 
 from __future__ import annotations
@@ -43,7 +44,17 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from tfchips import __version__, storage
 from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
-from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
+from tfchips.errors import ChipError, ConfigError, OutputError
+from tfchips.records.dataset_info import (
+    COMPRESSIONS,
+    DATASET_JSON,
+    BadChip,
+    DatasetInfo,
+    ShardInfo,
+    SplitInfo,
+    frozen_json,
+    read_dataset_info,
+)
 from tfchips.records.encoder import (
     EncodedChip,
     RecordOptions,
@@ -60,12 +71,10 @@ from tfchips.records.plan import (
     plan_shards,
     shards_for_size,
 )
-from tfchips.records.schema import SCHEMA_VERSION, RasterSpec, feature_table, legacy_payload
+from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.tfrecord import TFRecordFile
 from tfchips.statistics import ChipStatistics, statistics_json
 
-DATASET_JSON = "dataset.json"
-COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zlib": ("ZLIB", ".tfrecord.zz")}
 _SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
 # Chip pairs per task sent to a worker, and tasks in flight per worker: enough to
 # keep every worker busy, few enough that memory does not grow with the folder.
@@ -109,23 +118,6 @@ class WriterOptions:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         check_splits(self.splits)
         parse_split_by(self.split_by)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardInfo:
-    """A finished shard: file name, record count, SHA-256 of its bytes."""
-
-    file: str
-    records: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class BadChip:
-    """A chip that could not be turned into a record, and why."""
-
-    name: str
-    reason: str
 
 
 def shard_file_name(split: str, index: int, count: int, compression: str = "none") -> str:
@@ -297,10 +289,16 @@ def remove_stale_files(stale: Iterable[str], keep: Iterable[str] = ()) -> None:
             os.remove(path)
 
 
-def write_dataset_json(out: str | os.PathLike, description: Mapping) -> str:
-    """Write ``description`` as ``out/dataset.json`` at once (local folder or URL); returns its path."""
+def write_dataset_json(out: str | os.PathLike, description: DatasetInfo | Mapping) -> str:
+    """Write ``description`` as ``out/dataset.json`` at once (local folder or URL); returns its path.
+
+    The content is checked as readers check it first (`DatasetInfo.from_mapping`):
+    a dataset.json no reader would accept raises `RecordError` and is not written.
+    """
     path = storage.join(os.fspath(out), DATASET_JSON)
-    storage.publish(path, (json.dumps(description, indent=2) + "\n").encode("utf-8"))
+    content = DatasetInfo.of(description, path).as_json()
+    DatasetInfo.from_mapping(content, path)
+    storage.publish(path, (json.dumps(content, indent=2) + "\n").encode("utf-8"))
     return path
 
 
@@ -313,30 +311,23 @@ def dataset_description(
     statistics: dict | None = None,
     statistics_source: str | None = None,
     skipped: Iterable[BadChip] = (),
-) -> dict:
+) -> DatasetInfo:
     """dataset.json content (see the module docstring) from per-shard counts and hashes."""
-    schema = options.records.schema
-    description = {
-        "schema": schema,
-        "schema_version": SCHEMA_VERSION,
-        "tfchips_version": __version__,
-        "compression": options.compression,
-        "image": image.as_json(),
-        "label": label.as_json(),
-        "features": feature_table(schema, image, label),
-        "class_names": dict(class_names) if class_names else None,
-        "statistics": statistics,
-        "statistics_source": statistics_source if statistics else None,
-        "split": {"fractions": dict(options.splits), "by": options.split_by, "seed": options.seed},
-        "splits": {
-            split: {"records": sum(s.records for s in shards), "shards": [dataclasses.asdict(s) for s in shards]}
-            for split, shards in splits.items()
-        },
-        "skipped": [dataclasses.asdict(bad) for bad in skipped],
-    }
-    if schema == "legacy":
-        description["legacy_payload"] = legacy_payload(image, label)
-    return description
+    return DatasetInfo(
+        schema=options.records.schema,
+        tfchips_version=__version__,
+        compression=options.compression,
+        image=image,
+        label=label,
+        class_names=frozen_json(dict(class_names)) if class_names else None,
+        statistics=frozen_json(statistics) if statistics else None,
+        statistics_source=statistics_source if statistics else None,
+        split=frozen_json({"fractions": dict(options.splits), "by": options.split_by, "seed": options.seed}),
+        splits=tuple(
+            SplitInfo(split, sum(s.records for s in shards), tuple(shards)) for split, shards in splits.items()
+        ),
+        skipped=tuple(skipped),
+    )
 
 
 class _ShardWriter:
@@ -450,7 +441,7 @@ def write_tfrecords(chips: str | os.PathLike, out: str | os.PathLike, options: W
     stats, source = computed_or_manifest_statistics(options, summary.statistics, image.band_names, manifest.statistics)
     description = dataset_description(options, image, label, splits, manifest.class_names, stats, source, skipped)
     write_dataset_json(out, description)
-    return description
+    return description.as_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,25 +560,14 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
 
 
 def read_dataset_json(out: str | os.PathLike) -> dict:
-    """The dataset.json of a TFRecord folder, checked to be one this version can read."""
-    path = os.path.join(os.fspath(out), DATASET_JSON)
-    try:
-        with open(path, encoding="utf-8") as stream:
-            description = json.load(stream)
-    except (OSError, ValueError) as error:
-        raise RecordError(f"{path}: cannot read dataset description ({error})") from None
-    if description.get("schema_version") != SCHEMA_VERSION or description.get("schema") not in ("tfchips", "legacy"):
-        raise RecordError(
-            f"{path}: schema {description.get('schema')!r} version {description.get('schema_version')!r} "
-            f"is not one tfchips {__version__} reads"
-        )
-    return description
+    """The dataset.json content of a local TFRecord folder, checked (`read_dataset_info`), as a dict."""
+    return read_dataset_info(out).as_json()
 
 
-def shard_paths(out: str | os.PathLike, split: str | None = None, description: Mapping | None = None) -> list[str]:
+def shard_paths(
+    out: str | os.PathLike, split: str | None = None, description: DatasetInfo | Mapping | None = None
+) -> list[str]:
     """Paths of the shards of one split (or all), from dataset.json (or its content ``description``), in order."""
-    description = read_dataset_json(out) if description is None else description
-    splits = description["splits"] if split is None else {split: description["splits"].get(split)}
-    if None in splits.values():
-        raise RecordError(f"{out}: no split {split!r}; it has {', '.join(description['splits'])}")
-    return [os.path.join(os.fspath(out), s["file"]) for info in splits.values() for s in info["shards"]]
+    path = os.path.join(os.fspath(out), DATASET_JSON)
+    info = read_dataset_info(out) if description is None else DatasetInfo.of(description, path)
+    return info.shard_paths(out, split)
