@@ -62,6 +62,7 @@ from tfchips.records.plan import (
 )
 from tfchips.records.schema import SCHEMA_VERSION, RasterSpec, feature_table, legacy_payload
 from tfchips.records.tfrecord import TFRecordFile
+from tfchips.redaction import redact_json
 from tfchips.statistics import ChipStatistics, statistics_json
 
 DATASET_JSON = "dataset.json"
@@ -300,7 +301,7 @@ def remove_stale_files(stale: Iterable[str], keep: Iterable[str] = ()) -> None:
 def write_dataset_json(out: str | os.PathLike, description: Mapping) -> str:
     """Write ``description`` as ``out/dataset.json`` at once (local folder or URL); returns its path."""
     path = storage.join(os.fspath(out), DATASET_JSON)
-    storage.publish(path, (json.dumps(description, indent=2) + "\n").encode("utf-8"))
+    storage.publish(path, (json.dumps(redact_json(description), indent=2) + "\n").encode("utf-8"))
     return path
 
 
