@@ -27,6 +27,7 @@ from affine import Affine
 
 from tfchips.chips import ChipGeoreference, ChipHeader, band_names
 from tfchips.errors import ChipError
+from tfchips.size_limits import TIFF_TAG_BYTES
 
 # TIFF field type -> struct code and size in bytes (rationals are never needed).
 _TYPES = {
@@ -81,8 +82,14 @@ def _entry_struct(layout: str) -> struct.Struct:
     return struct.Struct(layout)
 
 
-def _tags(data: bytes, path: str) -> dict[int, object] | None:
-    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF."""
+def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, object] | None:
+    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF, or truncated and ``truncated_ok``.
+
+    Raises `ChipError` naming ``path`` when the file is truncated, or when its tags
+    declare more bytes than `TIFF_TAG_BYTES` allows: checked before any value is
+    read, as each value becomes a tuple of Python numbers (3,000 tags of 2 MB each,
+    all pointing at the same bytes, would ask for some 48 GB).
+    """
     order = data[:2]
     if order not in (b"II", b"MM"):
         return None
@@ -103,21 +110,29 @@ def _tags(data: bytes, path: str) -> dict[int, object] | None:
         table = data[first : first + entries * entry.size]
         if len(table) < entries * entry.size:
             raise struct.error("short IFD")
+    except struct.error:
+        problem = "truncated TIFF header"
+    else:
+        listed = [(index, *fields) for index, fields in enumerate(entry.iter_unpack(table)) if fields[1] in _TYPES]
+        excess = TIFF_TAG_BYTES.excess(sum(_TYPES[kind][1] * count for _, _, kind, count, _ in listed))
+        if excess:
+            raise ChipError(f"{path}: the tags of its first TIFF directory hold {excess}")
         tags: dict[int, object] = {}
-        for index, (tag, kind, count, offset) in enumerate(entry.iter_unpack(table)):
-            if kind not in _TYPES:
-                continue
+        for index, tag, kind, count, offset in listed:
             code, size = _TYPES[kind]
             value_at = offset if size * count > word_size else first + index * entry.size + 4 + word_size
             if value_at + size * count > len(data):
-                raise ChipError(f"{path}: truncated TIFF (tag {tag} lies past the end of the file)")
+                problem = f"truncated TIFF (tag {tag} lies past the end of the file)"
+                break
             if kind == 2:
                 tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
             else:
                 tags[tag] = struct.unpack_from(f"{endian}{count}{code}", data, value_at)
-    except struct.error:
-        raise ChipError(f"{path}: truncated TIFF header") from None
-    return tags
+        else:
+            return tags
+    if truncated_ok:
+        return None
+    raise ChipError(f"{path}: {problem}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -242,12 +257,11 @@ def tiff_pixels(data: bytes, shape: tuple[int, int, int], dtype: str) -> np.ndar
     """(rows, cols, bands) ``dtype`` pixels of the TIFF file ``data`` decoded by libtiff, georeferenced or not.
 
     None where libtiff would not give GDAL's values (see `parse_geotiff`), or the
-    file does not hold pixels of that shape and dtype.
+    file does not hold pixels of that shape and dtype. Raises `ChipError` when its
+    tags hold more bytes than `TIFF_TAG_BYTES` allows.
     """
-    try:
-        tags = _tags(data, "TIFF")
-    except ChipError:
-        return None
+    # A truncated file is GDAL's to report; tags past the limit raise here, before GDAL reads them.
+    tags = _tags(data, "TIFF", truncated_ok=True)
     if tags is None or not _libtiff_decodes(tags, dtype):
         return None
     return _decoded(data, shape, dtype, _band_sequential(tags))
