@@ -62,10 +62,12 @@ class ChipPair:
 
 @dataclass(frozen=True, slots=True)
 class ChipFolder:
-    """The pairs of a chip folder, sorted by name, and the chip files that have no twin."""
+    """The pairs of a chip folder, sorted by name, the chip files that have no twin, and
+    those whose names are not UTF-8 (as `printable_path` writes them; see `NOT_UTF8`)."""
 
     pairs: tuple[ChipPair, ...]
     unpaired: tuple[str, ...]
+    undecodable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +125,27 @@ def chip_key(name: str) -> str | None:
         return None
 
 
-def _chip_files(folder: str) -> dict[str, str]:
-    """Stem -> path of the chip rasters directly inside ``folder``."""
+# Why a chip whose file name is not UTF-8 is bad: GDAL, TFRecords and dataset.json take UTF-8 names only.
+NOT_UTF8 = "the file name is not valid UTF-8; rename the file"
+
+
+def printable_path(path: str) -> str:
+    """``path`` with the bytes of its name that are not UTF-8 (``os.scandir`` gives them as
+    lone surrogates) written as ``\\xNN``: text that can be printed, encoded and stored."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def utf8_path(path: str) -> str:
+    """``path`` itself; `ChipError` naming it (undecodable bytes as ``\\xNN``) when it is not UTF-8."""
+    printable = printable_path(path)
+    if printable != path:
+        raise ChipError(f"{printable}: {NOT_UTF8}")
+    return path
+
+
+def _chip_files(folder: str, undecodable: list[str]) -> dict[str, str]:
+    """Stem -> path of the chip rasters directly inside ``folder``; appends to ``undecodable``
+    the (printable) paths of those whose names are not UTF-8."""
     if not os.path.isdir(folder):
         raise ChipError(f"{folder}: no such folder; a chip folder holds images/ and labels/")
     found: dict[str, str] = {}
@@ -133,6 +154,9 @@ def _chip_files(folder: str) -> dict[str, str]:
             stem, suffix = os.path.splitext(entry.name)
             # Hidden files are temporary chips of a running job, or macOS "._" resource forks.
             if suffix.lower() not in CHIP_SUFFIXES or entry.name.startswith(".") or not entry.is_file():
+                continue
+            if printable_path(entry.path) != entry.path:
+                undecodable.append(printable_path(entry.path))
                 continue
             if stem in found:
                 raise ChipError(
@@ -148,13 +172,14 @@ def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
 
     Files with a suffix in `CHIP_SUFFIXES` are chips; anything else (sidecars,
     world files, hidden files) is ignored. Pairs are sorted by name; chips present on one side
-    only are listed in ``unpaired``. Raises `ChipError` when either folder is
-    missing or there is no chip at all.
+    only are listed in ``unpaired``, chips whose names are not UTF-8 in ``undecodable``.
+    Raises `ChipError` when either folder is missing or there is no chip at all.
     """
     root = os.fspath(folder)
-    images = _chip_files(os.path.join(root, IMAGES_DIR))
-    labels = _chip_files(os.path.join(root, LABELS_DIR))
-    if not images and not labels:
+    undecodable: list[str] = []
+    images = _chip_files(os.path.join(root, IMAGES_DIR), undecodable)
+    labels = _chip_files(os.path.join(root, LABELS_DIR), undecodable)
+    if not images and not labels and not undecodable:
         raise ChipError(f"{root}: no chips in {IMAGES_DIR}/ or {LABELS_DIR}/")
     pairs = tuple(
         ChipPair(name, chip_key(name), images[name], labels[name]) for name in sorted(images.keys() & labels.keys())
@@ -162,7 +187,7 @@ def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
     unpaired = tuple(
         sorted([images[n] for n in images.keys() - labels.keys()] + [labels[n] for n in labels.keys() - images.keys()])
     )
-    return ChipFolder(pairs, unpaired)
+    return ChipFolder(pairs, unpaired, tuple(sorted(undecodable)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -194,7 +219,7 @@ def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
         options["GTIFF_SRS_SOURCE"] = "GEOKEYS"
     with rasterio.Env(**options):
         try:
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(utf8_path(path))
         except rasterio.errors.RasterioError as error:
             raise ChipError(f"{path}: not a readable raster ({error})") from None
         with dataset:

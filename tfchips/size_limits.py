@@ -46,5 +46,5 @@ class SizeLimit:
         return f"{amount} {self.units}, more than the limit of {limit} ({self.variable} raises it)"
 
 
-TIFF_TAG_BYTES = SizeLimit("TFCHIPS_MAX_TIFF_TAG_BYTES", 16 * 2**20, "bytes of TIFF tags")
+TIFF_TAG_BYTES = SizeLimit("TFCHIPS_MAX_TIFF_TAG_BYTES", 16 * 2**20, "bytes")
 READ_PIXELS = SizeLimit("TFCHIPS_MAX_READ_PIXELS", 100_000_000, "pixels")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from tfchips import __version__, storage
-from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
+from tfchips.chips import NOT_UTF8, ChipFolder, ChipPair, find_chip_pairs, printable_path, read_manifest
 from tfchips.errors import ChipError, ConfigError, OutputError, RecordError
 from tfchips.records.encoder import (
     EncodedChip,
@@ -391,11 +391,14 @@ class _ShardWriter:
 
 
 def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]]:
-    """The chip pairs of a folder, and its unpaired files as bad chips.
+    """The chip pairs of a folder, and its unpaired files and files named in another encoding than UTF-8 as bad chips.
 
-    Unpaired files raise `ChipError` naming them unless ``skip_bad``.
+    Those raise `ChipError` naming them unless ``skip_bad``.
     """
     folder = find_chip_pairs(chips)
+    if folder.undecodable and not skip_bad:
+        raise ChipError(f"{folder.undecodable[0]}: {NOT_UTF8} (--skip-bad leaves bad chips out)")
+    undecodable = [BadChip(os.path.relpath(path, printable_path(chips)), NOT_UTF8) for path in folder.undecodable]
     skipped = [
         BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
         for path in folder.unpaired
@@ -406,7 +409,7 @@ def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]
         raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
     if not folder.pairs:
         raise ChipError(f"{chips}: no image has a label of the same name")
-    return folder, skipped
+    return folder, undecodable + skipped
 
 
 def computed_or_manifest_statistics(
