@@ -121,6 +121,12 @@ def test_log_records_of_urllib3_and_tracebacks_are_masked(served_demo, caplog):
     assert "OSError: cannot fetch http://127.0.0.1:" in caplog.text
     assert SECRET not in caplog.text
 
+    # An error nobody catches: Python prints its traceback, message and source lines included.
+    crash = f"import tfchips.redaction\nraise OSError('cannot fetch {url}')"
+    result = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1 and "OSError: cannot fetch http://127.0.0.1:" in result.stderr
+    assert "sig=***&X-Amz-Credential=***" in result.stderr and SECRET not in result.stderr
+
 
 @pytest.mark.timeout(30)
 def test_dataset_json_and_report_html_are_masked(tmp_path):

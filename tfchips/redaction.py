@@ -6,15 +6,18 @@ user name) and the value of every query parameter whose name suggests a secret b
 requests' and urllib3's among them), ``manifest.json``, ``config.yaml``, ``dataset.json``
 and ``report.html``.
 
-Importing this module installs, once per process, the two hooks that mask what
-libraries say: a log record factory (every logger, handlers and captured warnings
-included) and a wrapper of `warnings.showwarning` (warnings printed to stderr).
+Importing this module installs, once per process, the hooks that mask what libraries
+say: a log record factory (every logger, handlers and captured warnings included), a
+wrapper of `warnings.showwarning` (warnings printed to stderr) and, unless the program
+set its own, `sys.excepthook` (the traceback of an unexpected error).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+import traceback
 import urllib.parse
 import warnings
 from typing import Any
@@ -114,12 +117,20 @@ def _redacting_showwarning(show):
     return showwarning
 
 
+def _redacting_excepthook(exception_type, exception, trace) -> None:
+    # An unexpected error's traceback quotes the URLs in its message and in its frames' source lines.
+    sys.stderr.write(redact_text("".join(traceback.format_exception(exception_type, exception, trace))))
+
+
 def install() -> None:
-    """Mask credentials in every log record and printed warning of this process (idempotent)."""
+    """Mask credentials in every log record, printed warning and uncaught error's traceback
+    of this process (idempotent)."""
     if not getattr(logging.getLogRecordFactory(), "redacts", False):
         logging.setLogRecordFactory(_redacting_record_factory(logging.getLogRecordFactory()))
     if not getattr(warnings.showwarning, "redacts", False):
         warnings.showwarning = _redacting_showwarning(warnings.showwarning)
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _redacting_excepthook
 
 
 install()
