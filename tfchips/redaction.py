@@ -26,9 +26,10 @@ REDACTED = "***"
 
 # Names of query parameters that carry credentials: signed URLs (S3's X-Amz-Signature,
 # X-Amz-Credential and X-Amz-Security-Token, GCS's X-Goog-*, Azure's SAS sig), API keys,
-# tokens, passwords. X-Amz-Date, X-Amz-Expires or Azure's sv/se say nothing secret and stay.
+# tokens, passwords. X-Amz-Date, X-Amz-Expires or Azure's sv/se say nothing secret and stay,
+# and so do names that merely contain a fragment of one (design, author, keywords).
 _SECRET_PARAMETER = re.compile(
-    r"sig|token|secret|passw|pwd|^pass|auth|credential|bearer|jwt|session"
+    r"signature|(?:^|[-_.])sig(?:$|[-_.])|token|secret|passw|pwd|^pass|auth(?!or)|credential|bearer|jwt|session"
     r"|access[-_.]?key|(?:^|[-_.])key(?:$|[-_.])|key$|^code$",
     re.I,
 )
