@@ -144,19 +144,25 @@ def test_dataset_json_and_report_html_are_masked(tmp_path):
 
 
 def _tiff_with_huge_tags(tags: int = 3000, tag_bytes: int = 2_000_000) -> bytes:
-    """A classic little-endian TIFF whose first IFD holds ``tags`` BYTE tags of ``tag_bytes``
-    each, all pointing at the same ``tag_bytes`` after the directory (a few MB on disk)."""
-    ifd = 8
-    data_at = ifd + 2 + 12 * tags + 4
-    entries = b"".join(struct.pack("<HHII", 40000 + i, 1, tag_bytes, data_at) for i in range(tags))
-    return b"II*\0" + struct.pack("<I", ifd) + struct.pack("<H", tags) + entries + b"\0" * 4 + b"\1" * tag_bytes
+    """A classic little-endian TIFF of one uint8 pixel whose first IFD also holds ``tags`` BYTE
+    tags of ``tag_bytes`` each, all pointing at the same ``tag_bytes`` after the directory
+    (2 MB on disk; libtiff takes a minute and 6 GB to open it)."""
+    image = [(256, 1), (257, 1), (258, 8), (259, 1), (262, 1), (277, 1), (278, 1)]  # SHORTs: 14 bytes
+    count = len(image) + 2 + tags
+    values_at = 8 + 2 + 12 * count + 4
+    pixel_at = values_at + tag_bytes
+    entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in image]
+    entries += [struct.pack("<HHII", 273, 4, 1, pixel_at), struct.pack("<HHII", 279, 4, 1, 1)]  # LONGs: 8 bytes
+    entries += [struct.pack("<HHII", 40000 + i, 1, tag_bytes, values_at) for i in range(tags)]
+    directory = struct.pack("<H", count) + b"".join(entries) + b"\0" * 4
+    return b"II*\0" + struct.pack("<I", 8) + directory + b"\1" * tag_bytes + b"\7"
 
 
 @pytest.mark.timeout(30)
 def test_tiff_tags_past_the_limit_fail_their_chip_fast_and_the_rest_is_written(tmp_path, monkeypatch):
     data = _tiff_with_huge_tags()
     started = time.perf_counter()
-    expected = r"x\.tif: the tags of its first TIFF directory hold 6000000000 bytes, more than the limit of 16777216 "
+    expected = r"x\.tif: the tags of its first TIFF directory hold 6000000022 bytes, more than the limit of 16777216 "
     with pytest.raises(ChipError, match=expected + r"\(TFCHIPS_MAX_TIFF_TAG_BYTES raises it\)"):
         parse_geotiff("x.tif", data, False)
     with pytest.raises(ChipError, match="TFCHIPS_MAX_TIFF_TAG_BYTES"):
@@ -171,6 +177,10 @@ def test_tiff_tags_past_the_limit_fail_their_chip_fast_and_the_rest_is_written(t
     assert result.exit_code == 0, result.output
     assert f"skipped {names[1]}: " in result.output and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in result.output
     assert "data: 2 records in 1 shards" in result.output
+    # Readers that open chips with GDAL refuse it before libtiff reads its tags.
+    inspected = CliRunner().invoke(cli, ["inspect", str(chips), "--json"])
+    (problem,) = json.loads(inspected.output)["problems"]
+    assert problem["path"].endswith(f"{names[1]}.tif") and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in problem["message"]
 
     # The limit is the environment's to change; it applies to every chip, ordinary ones too.
     ordinary = (chips / "images" / f"{names[0]}.tif").read_bytes()

@@ -212,6 +212,9 @@ def _georeference(dataset) -> ChipGeoreference:
 def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
     import rasterio
 
+    from tfchips.records.geotiff import check_tiff_file  # geotiff imports this module
+
+    check_tiff_file(utf8_path(path))
     options = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE" if siblings else "EMPTY_DIR"}
     if pixels_only:
         # GDAL builds the CRS when it opens a GeoTIFF; from the GeoKeys alone it
@@ -219,7 +222,7 @@ def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
         options["GTIFF_SRS_SOURCE"] = "GEOKEYS"
     with rasterio.Env(**options):
         try:
-            dataset = rasterio.open(utf8_path(path))
+            dataset = rasterio.open(path)
         except rasterio.errors.RasterioError as error:
             raise ChipError(f"{path}: not a readable raster ({error})") from None
         with dataset:

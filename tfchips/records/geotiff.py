@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
 import os
 import struct
 import xml.etree.ElementTree as ElementTree
@@ -82,57 +83,106 @@ def _entry_struct(layout: str) -> struct.Struct:
     return struct.Struct(layout)
 
 
-def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, object] | None:
-    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF, or truncated and ``truncated_ok``.
+@dataclass(frozen=True)
+class _Directory:
+    """The first IFD of a TIFF: byte order, word size, where its entries start, and its
+    entries of known types as (position, tag, type, count, value or offset of the values)."""
 
-    Raises `ChipError` naming ``path`` when the file is truncated, or when its tags
-    declare more bytes than `TIFF_TAG_BYTES` allows: checked before any value is
-    read, as each value becomes a tuple of Python numbers (3,000 tags of 2 MB each,
-    all pointing at the same bytes, would ask for some 48 GB).
+    endian: str
+    word_size: int
+    first: int
+    entry_size: int
+    entries: list[tuple[int, int, int, int, int]]
+
+
+def _directory(data) -> _Directory | None:
+    """The first IFD of the TIFF file ``data`` (bytes, or a memory map); None if not a TIFF.
+
+    Raises `struct.error` when the header or the directory lies past the end of ``data``.
     """
     order = data[:2]
     if order not in (b"II", b"MM"):
         return None
     endian = "<" if order == b"II" else ">"
+    version = struct.unpack_from(endian + "H", data, 2)[0]
+    # Classic TIFF: 16-bit entry count, 32-bit value counts and offsets; BigTIFF: all 64-bit.
+    if version == 42:
+        entries_code, word, word_size = "H", "I", 4
+    elif version == 43:
+        entries_code, word, word_size = "Q", "Q", 8
+    else:
+        return None
+    ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
+    count = struct.unpack_from(endian + entries_code, data, ifd)[0]
+    first = ifd + struct.calcsize(entries_code)
+    entry = _entry_struct(endian + "HH" + word + word)  # tag, type, count, value or its offset
+    table = data[first : first + count * entry.size]
+    if len(table) < count * entry.size:
+        raise struct.error("short IFD")
+    entries = [(index, *fields) for index, fields in enumerate(entry.iter_unpack(table)) if fields[1] in _TYPES]
+    return _Directory(endian, word_size, first, entry.size, entries)
+
+
+def _check_tag_bytes(path: str, directory: _Directory) -> None:
+    """`ChipError` naming ``path`` when the values of the directory's tags are more bytes than
+    `TIFF_TAG_BYTES` allows: checked before any is read, as readers allocate them whole (3,000
+    tags of 2 MB each, all pointing at the same bytes, ask for some 48 GB as Python tuples, and
+    cost libtiff a minute and 6 GB)."""
+    excess = TIFF_TAG_BYTES.excess(sum(_TYPES[kind][1] * count for _, _, kind, count, _ in directory.entries))
+    if excess:
+        raise ChipError(f"{path}: the tags of its first TIFF directory hold {excess}")
+
+
+def check_tiff_file(path: str) -> None:
+    """`ChipError` naming ``path`` when the file is a TIFF whose tags hold more bytes than
+    `TIFF_TAG_BYTES` allows; for a chip about to be opened by GDAL. Only the header and the
+    directory are read (through a memory map); anything else wrong is GDAL's to report."""
     try:
-        version = struct.unpack_from(endian + "H", data, 2)[0]
-        # Classic TIFF: 16-bit entry count, 32-bit value counts and offsets; BigTIFF: all 64-bit.
-        if version == 42:
-            entries_code, word, word_size = "H", "I", 4
-        elif version == 43:
-            entries_code, word, word_size = "Q", "Q", 8
-        else:
-            return None
-        ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
-        entries = struct.unpack_from(endian + entries_code, data, ifd)[0]
-        first = ifd + struct.calcsize(entries_code)
-        entry = _entry_struct(endian + "HH" + word + word)  # tag, type, count, value or its offset
-        table = data[first : first + entries * entry.size]
-        if len(table) < entries * entry.size:
-            raise struct.error("short IFD")
+        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            directory = _directory(data)
+    except (OSError, ValueError, struct.error):  # unreadable, empty (mmap's ValueError) or truncated
+        return
+    if directory is not None:
+        _check_tag_bytes(path, directory)
+
+
+def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, object] | None:
+    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF, or truncated and ``truncated_ok``.
+
+    Raises `ChipError` naming ``path`` when the file is truncated, or its tags hold
+    more bytes than `TIFF_TAG_BYTES` allows (see `_check_tag_bytes`).
+    """
+    try:
+        directory = _directory(data)
     except struct.error:
         problem = "truncated TIFF header"
     else:
-        listed = [(index, *fields) for index, fields in enumerate(entry.iter_unpack(table)) if fields[1] in _TYPES]
-        excess = TIFF_TAG_BYTES.excess(sum(_TYPES[kind][1] * count for _, _, kind, count, _ in listed))
-        if excess:
-            raise ChipError(f"{path}: the tags of its first TIFF directory hold {excess}")
-        tags: dict[int, object] = {}
-        for index, tag, kind, count, offset in listed:
-            code, size = _TYPES[kind]
-            value_at = offset if size * count > word_size else first + index * entry.size + 4 + word_size
-            if value_at + size * count > len(data):
-                problem = f"truncated TIFF (tag {tag} lies past the end of the file)"
-                break
-            if kind == 2:
-                tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
-            else:
-                tags[tag] = struct.unpack_from(f"{endian}{count}{code}", data, value_at)
-        else:
+        if directory is None:
+            return None
+        _check_tag_bytes(path, directory)
+        tags = _values(data, directory)
+        if isinstance(tags, dict):
             return tags
+        problem = f"truncated TIFF (tag {tags} lies past the end of the file)"
     if truncated_ok:
         return None
     raise ChipError(f"{path}: {problem}")
+
+
+def _values(data: bytes, directory: _Directory) -> dict[int, object] | int:
+    """The directory's tag values; the number of the first tag whose values lie past the end of ``data`` instead."""
+    tags: dict[int, object] = {}
+    for index, tag, kind, count, offset in directory.entries:
+        code, size = _TYPES[kind]
+        inline = size * count <= directory.word_size
+        value_at = directory.first + index * directory.entry_size + 4 + directory.word_size if inline else offset
+        if value_at + size * count > len(data):
+            return tag
+        if kind == 2:
+            tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
+        else:
+            tags[tag] = struct.unpack_from(f"{directory.endian}{count}{code}", data, value_at)
+    return tags
 
 
 @functools.lru_cache(maxsize=256)
