@@ -110,7 +110,8 @@ def test_tiles_url_error_line_is_masked(served_demo, tmp_path):
 @pytest.mark.timeout(30)
 def test_log_records_of_urllib3_and_tracebacks_are_masked(served_demo, caplog):
     url = f"{served_demo.url}/files/catalog.json?sig=g-{SECRET}&X-Amz-Credential=c-{SECRET}"
-    with caplog.at_level(logging.DEBUG):
+    # Another test may have quietened urllib3's logger: its requests are logged at DEBUG.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="urllib3"):
         assert requests.get(url, timeout=5).status_code == 200
         try:
             raise OSError(f"cannot fetch {url}")
