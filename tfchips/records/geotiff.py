@@ -76,6 +76,8 @@ _LOSSLESS = {1, 5, 8, 32946, 32773, 34925, 50000}
 _MODEL_TYPE, _RASTER_TYPE, _GEOGRAPHIC_CODE, _PROJECTED_CODE = 1024, 1025, 2048, 3072
 _HARMLESS_KEYS = {1026, 2049, 3073, 2054, 3076, 2057, 2058, 2059}
 _HARMLESS_VALUES = {2054: 9102, 3076: 9001}  # degree, metre: GDAL's own choices for EPSG codes
+# Bytes read from the start of a chip in search of its first directory before mapping the whole file.
+_HEAD_BYTES = 16384
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,10 +138,15 @@ def _check_tag_bytes(path: str, directory: _Directory) -> None:
 def check_tiff_file(path: str) -> None:
     """`ChipError` naming ``path`` when the file is a TIFF whose tags hold more bytes than
     `TIFF_TAG_BYTES` allows; for a chip about to be opened by GDAL. Only the header and the
-    directory are read (through a memory map); anything else wrong is GDAL's to report."""
+    directory are read; anything else wrong is GDAL's to report."""
     try:
-        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            directory = _directory(data)
+        with open(path, "rb") as stream:
+            try:
+                # GDAL writes the first directory right after the header: one read finds it.
+                directory = _directory(stream.read(_HEAD_BYTES))
+            except struct.error:
+                with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    directory = _directory(data)
     except (OSError, ValueError, struct.error):  # unreadable, empty (mmap's ValueError) or truncated
         return
     if directory is not None:
