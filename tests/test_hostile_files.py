@@ -71,7 +71,8 @@ def test_user_info_and_secret_parameters_are_masked_and_the_rest_kept():
     kept = "https://h.io/search?collections=s2&keywords=water&author=me&design=a&X-Amz-Expires=60"
     assert redact_url(kept) == kept
     # urllib3 and requests quote the path without its host.
-    assert redact_text('"GET /files/x.tif?sv=1&sig=abc HTTP/1.1" 200 10') == '"GET /files/x.tif?sv=1&sig=*** HTTP/1.1" 200 10'
+    logged = '"GET /files/x.tif?sv=1&sig=abc HTTP/1.1" 200 10'
+    assert redact_text(logged) == '"GET /files/x.tif?sv=1&sig=*** HTTP/1.1" 200 10'
     assert redact_text("read /x.tif?token=abc: HTTP 500.") == "read /x.tif?token=***: HTTP 500."
 
 
@@ -132,7 +133,8 @@ def test_log_records_of_urllib3_and_tracebacks_are_masked(served_demo, caplog):
 def test_dataset_json_and_report_html_are_masked(tmp_path):
     reason = f"http://u:pw-{SECRET}@h.io/chips/images/a.tif?sig=g-{SECRET}: HTTP 403"
     path = write_dataset_json(tmp_path / "records", {"skipped": [{"name": "images/a.tif", "reason": reason}]})
-    assert json.loads(Path(path).read_text())["skipped"][0]["reason"] == "http://u:***@h.io/chips/images/a.tif?sig=***: HTTP 403"
+    masked = "http://u:***@h.io/chips/images/a.tif?sig=***: HTTP 403"
+    assert json.loads(Path(path).read_text())["skipped"][0]["reason"] == masked
 
     # A page about a folder whose path holds a token (a mount of a signed URL, say).
     folder = tmp_path / f"mount?token=t-{SECRET}" / "chips"
@@ -178,10 +180,14 @@ def test_tiff_tags_past_the_limit_fail_their_chip_fast_and_the_rest_is_written(t
     assert result.exit_code == 0, result.output
     assert f"skipped {names[1]}: " in result.output and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in result.output
     assert "data: 2 records in 1 shards" in result.output
-    # Readers that open chips with GDAL refuse it before libtiff reads its tags.
+    # Readers that open files with GDAL refuse it before libtiff reads its tags: chips, source rasters.
     inspected = CliRunner().invoke(cli, ["inspect", str(chips), "--json"])
     (problem,) = json.loads(inspected.output)["problems"]
     assert problem["path"].endswith(f"{names[1]}.tif") and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in problem["message"]
+    (tmp_path / "red.tif").write_bytes(data)
+    source = r"^item-1: .*red\.tif: the tags .* \(TFCHIPS_MAX_TIFF_TAG_BYTES raises it\)$"
+    with pytest.raises(RasterReadError, match=source):
+        read_bands([BandRef(str(tmp_path / "red.tif"))], TILE, label="item-1")
 
     # The limit is the environment's to change; it applies to every chip, ordinary ones too.
     ordinary = (chips / "images" / f"{names[0]}.tif").read_bytes()

@@ -29,6 +29,7 @@ from tfchips import storage
 from tfchips.errors import ChipError, TileKeyError
 from tfchips.grid import Tile, filename_to_key, key_to_filename
 from tfchips.sources.base import first_line
+from tfchips.tiff_directory import tiff_file_problem
 
 # PNG, JPEG and BMP chips without a world file are fine: rasterio's warning about
 # them is noise. One filter for the process, installed once: warnings.catch_warnings
@@ -212,9 +213,9 @@ def _georeference(dataset) -> ChipGeoreference:
 def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
     import rasterio
 
-    from tfchips.records.geotiff import check_tiff_file  # geotiff imports this module
-
-    check_tiff_file(utf8_path(path))
+    too_large = tiff_file_problem(utf8_path(path))
+    if too_large:
+        raise ChipError(f"{path}: {too_large}")
     options = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE" if siblings else "EMPTY_DIR"}
     if pixels_only:
         # GDAL builds the CRS when it opens a GeoTIFF; from the GeoKeys alone it

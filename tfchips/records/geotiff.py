@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import mmap
 import os
 import struct
 import xml.etree.ElementTree as ElementTree
@@ -28,24 +27,8 @@ from affine import Affine
 
 from tfchips.chips import ChipGeoreference, ChipHeader, band_names
 from tfchips.errors import ChipError
-from tfchips.size_limits import TIFF_TAG_BYTES
+from tfchips.tiff_directory import FIELD_TYPES, Directory, read_directory, tag_bytes_problem
 
-# TIFF field type -> struct code and size in bytes (rationals are never needed).
-_TYPES = {
-    1: ("B", 1),
-    2: ("s", 1),
-    3: ("H", 2),
-    4: ("I", 4),
-    6: ("b", 1),
-    7: ("B", 1),
-    8: ("h", 2),
-    9: ("i", 4),
-    11: ("f", 4),
-    12: ("d", 8),
-    16: ("Q", 8),
-    17: ("q", 8),
-    18: ("Q", 8),
-}
 # (SampleFormat, BitsPerSample) -> numpy dtype name, as GDAL maps them.
 _DTYPES = {
     (1, 8): "uint8",
@@ -76,97 +59,24 @@ _LOSSLESS = {1, 5, 8, 32946, 32773, 34925, 50000}
 _MODEL_TYPE, _RASTER_TYPE, _GEOGRAPHIC_CODE, _PROJECTED_CODE = 1024, 1025, 2048, 3072
 _HARMLESS_KEYS = {1026, 2049, 3073, 2054, 3076, 2057, 2058, 2059}
 _HARMLESS_VALUES = {2054: 9102, 3076: 9001}  # degree, metre: GDAL's own choices for EPSG codes
-# Bytes read from the start of a chip in search of its first directory before mapping the whole file.
-_HEAD_BYTES = 16384
-
-
-@functools.lru_cache(maxsize=8)
-def _entry_struct(layout: str) -> struct.Struct:
-    return struct.Struct(layout)
-
-
-@dataclass(frozen=True)
-class _Directory:
-    """The first IFD of a TIFF: byte order, word size, where its entries start, and its
-    entries of known types as (position, tag, type, count, value or offset of the values)."""
-
-    endian: str
-    word_size: int
-    first: int
-    entry_size: int
-    entries: list[tuple[int, int, int, int, int]]
-
-
-def _directory(data) -> _Directory | None:
-    """The first IFD of the TIFF file ``data`` (bytes, or a memory map); None if not a TIFF.
-
-    Raises `struct.error` when the header or the directory lies past the end of ``data``.
-    """
-    order = data[:2]
-    if order not in (b"II", b"MM"):
-        return None
-    endian = "<" if order == b"II" else ">"
-    version = struct.unpack_from(endian + "H", data, 2)[0]
-    # Classic TIFF: 16-bit entry count, 32-bit value counts and offsets; BigTIFF: all 64-bit.
-    if version == 42:
-        entries_code, word, word_size = "H", "I", 4
-    elif version == 43:
-        entries_code, word, word_size = "Q", "Q", 8
-    else:
-        return None
-    ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
-    count = struct.unpack_from(endian + entries_code, data, ifd)[0]
-    first = ifd + struct.calcsize(entries_code)
-    entry = _entry_struct(endian + "HH" + word + word)  # tag, type, count, value or its offset
-    table = data[first : first + count * entry.size]
-    if len(table) < count * entry.size:
-        raise struct.error("short IFD")
-    entries = [(index, *fields) for index, fields in enumerate(entry.iter_unpack(table)) if fields[1] in _TYPES]
-    return _Directory(endian, word_size, first, entry.size, entries)
-
-
-def _check_tag_bytes(path: str, directory: _Directory) -> None:
-    """`ChipError` naming ``path`` when the values of the directory's tags are more bytes than
-    `TIFF_TAG_BYTES` allows: checked before any is read, as readers allocate them whole (3,000
-    tags of 2 MB each, all pointing at the same bytes, ask for some 48 GB as Python tuples, and
-    cost libtiff a minute and 6 GB)."""
-    excess = TIFF_TAG_BYTES.excess(sum(_TYPES[kind][1] * count for _, _, kind, count, _ in directory.entries))
-    if excess:
-        raise ChipError(f"{path}: the tags of its first TIFF directory hold {excess}")
-
-
-def check_tiff_file(path: str) -> None:
-    """`ChipError` naming ``path`` when the file is a TIFF whose tags hold more bytes than
-    `TIFF_TAG_BYTES` allows; for a chip about to be opened by GDAL. Only the header and the
-    directory are read; anything else wrong is GDAL's to report."""
-    try:
-        with open(path, "rb") as stream:
-            try:
-                # GDAL writes the first directory right after the header: one read finds it.
-                directory = _directory(stream.read(_HEAD_BYTES))
-            except struct.error:
-                with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    directory = _directory(data)
-    except (OSError, ValueError, struct.error):  # unreadable, empty (mmap's ValueError) or truncated
-        return
-    if directory is not None:
-        _check_tag_bytes(path, directory)
 
 
 def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, object] | None:
     """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF, or truncated and ``truncated_ok``.
 
     Raises `ChipError` naming ``path`` when the file is truncated, or its tags hold
-    more bytes than `TIFF_TAG_BYTES` allows (see `_check_tag_bytes`).
+    more bytes than `TIFF_TAG_BYTES` allows (checked before any is read, see `tag_bytes_problem`).
     """
     try:
-        directory = _directory(data)
+        directory = read_directory(data)
     except struct.error:
         problem = "truncated TIFF header"
     else:
         if directory is None:
             return None
-        _check_tag_bytes(path, directory)
+        too_large = tag_bytes_problem(directory)
+        if too_large:
+            raise ChipError(f"{path}: {too_large}")
         tags = _values(data, directory)
         if isinstance(tags, dict):
             return tags
@@ -176,11 +86,11 @@ def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, objec
     raise ChipError(f"{path}: {problem}")
 
 
-def _values(data: bytes, directory: _Directory) -> dict[int, object] | int:
+def _values(data: bytes, directory: Directory) -> dict[int, object] | int:
     """The directory's tag values; the number of the first tag whose values lie past the end of ``data`` instead."""
     tags: dict[int, object] = {}
     for index, tag, kind, count, offset in directory.entries:
-        code, size = _TYPES[kind]
+        code, size = FIELD_TYPES[kind]
         inline = size * count <= directory.word_size
         value_at = directory.first + index * directory.entry_size + 4 + directory.word_size if inline else offset
         if value_at + size * count > len(data):

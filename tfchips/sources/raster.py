@@ -30,6 +30,7 @@ from tfchips.grid import Tile
 from tfchips.sources.base import RESAMPLING, Pixels, first_line, redact_text, redact_url
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryError, RetryPolicy, with_retries
 from tfchips.size_limits import READ_PIXELS
+from tfchips.tiff_directory import tiff_file_problem
 
 # Remote COGs: never list the folder, merge neighbouring range requests.
 # Retries and timeouts come from the `RetryPolicy` of each read.
@@ -86,6 +87,8 @@ def _read_href(
     GDAL caches what it fetched, truncated blocks included, so the whole read is retried,
     each time with GDAL's cache of remote files dropped; GDAL itself does not retry (see
     `RetryPolicy.gdal_options`), so a file is tried at most ``attempts`` times in all.
+    A local TIFF whose tags hold more bytes than `TIFF_TAG_BYTES` allows is refused before
+    GDAL reads them.
     """
 
     def read() -> Pixels:
@@ -94,6 +97,9 @@ def _read_href(
 
     try:
         if not href.startswith(_REMOTE):
+            too_large = tiff_file_problem(href)
+            if too_large:
+                raise RasterReadError(redact_text(f"{prefix}{href}: {too_large}"))
             return read()
         return with_retries(read, policy, _transient_gdal_error, _forget_remote_files, f"reading {redact_url(href)}")
     # GDAL errors that rasterio does not wrap (PROJ finding no transformation between two
