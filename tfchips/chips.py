@@ -29,6 +29,7 @@ from tfchips import storage
 from tfchips.errors import ChipError, TileKeyError
 from tfchips.grid import Tile, filename_to_key, key_to_filename
 from tfchips.sources.base import first_line
+from tfchips.tiff_directory import tiff_file_problem
 
 # PNG, JPEG and BMP chips without a world file are fine: rasterio's warning about
 # them is noise. One filter for the process, installed once: warnings.catch_warnings
@@ -62,10 +63,12 @@ class ChipPair:
 
 @dataclass(frozen=True, slots=True)
 class ChipFolder:
-    """The pairs of a chip folder, sorted by name, and the chip files that have no twin."""
+    """The pairs of a chip folder, sorted by name, the chip files that have no twin, and
+    those whose names are not UTF-8 (as `printable_path` writes them; see `NOT_UTF8`)."""
 
     pairs: tuple[ChipPair, ...]
     unpaired: tuple[str, ...]
+    undecodable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,27 @@ def chip_key(name: str) -> str | None:
         return None
 
 
-def _chip_files(folder: str) -> dict[str, str]:
-    """Stem -> path of the chip rasters directly inside ``folder``."""
+# Why a chip whose file name is not UTF-8 is bad: GDAL, TFRecords and dataset.json take UTF-8 names only.
+NOT_UTF8 = "the file name is not valid UTF-8; rename the file"
+
+
+def printable_path(path: str) -> str:
+    """``path`` with the bytes of its name that are not UTF-8 (``os.scandir`` gives them as
+    lone surrogates) written as ``\\xNN``: text that can be printed, encoded and stored."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def utf8_path(path: str) -> str:
+    """``path`` itself; `ChipError` naming it (undecodable bytes as ``\\xNN``) when it is not UTF-8."""
+    printable = printable_path(path)
+    if printable != path:
+        raise ChipError(f"{printable}: {NOT_UTF8}")
+    return path
+
+
+def _chip_files(folder: str, undecodable: list[str]) -> dict[str, str]:
+    """Stem -> path of the chip rasters directly inside ``folder``; appends to ``undecodable``
+    the (printable) paths of those whose names are not UTF-8."""
     if not os.path.isdir(folder):
         raise ChipError(f"{folder}: no such folder; a chip folder holds images/ and labels/")
     found: dict[str, str] = {}
@@ -133,6 +155,9 @@ def _chip_files(folder: str) -> dict[str, str]:
             stem, suffix = os.path.splitext(entry.name)
             # Hidden files are temporary chips of a running job, or macOS "._" resource forks.
             if suffix.lower() not in CHIP_SUFFIXES or entry.name.startswith(".") or not entry.is_file():
+                continue
+            if printable_path(entry.path) != entry.path:
+                undecodable.append(printable_path(entry.path))
                 continue
             if stem in found:
                 raise ChipError(
@@ -148,13 +173,14 @@ def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
 
     Files with a suffix in `CHIP_SUFFIXES` are chips; anything else (sidecars,
     world files, hidden files) is ignored. Pairs are sorted by name; chips present on one side
-    only are listed in ``unpaired``. Raises `ChipError` when either folder is
-    missing or there is no chip at all.
+    only are listed in ``unpaired``, chips whose names are not UTF-8 in ``undecodable``.
+    Raises `ChipError` when either folder is missing or there is no chip at all.
     """
     root = os.fspath(folder)
-    images = _chip_files(os.path.join(root, IMAGES_DIR))
-    labels = _chip_files(os.path.join(root, LABELS_DIR))
-    if not images and not labels:
+    undecodable: list[str] = []
+    images = _chip_files(os.path.join(root, IMAGES_DIR), undecodable)
+    labels = _chip_files(os.path.join(root, LABELS_DIR), undecodable)
+    if not images and not labels and not undecodable:
         raise ChipError(f"{root}: no chips in {IMAGES_DIR}/ or {LABELS_DIR}/")
     pairs = tuple(
         ChipPair(name, chip_key(name), images[name], labels[name]) for name in sorted(images.keys() & labels.keys())
@@ -162,7 +188,7 @@ def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
     unpaired = tuple(
         sorted([images[n] for n in images.keys() - labels.keys()] + [labels[n] for n in labels.keys() - images.keys()])
     )
-    return ChipFolder(pairs, unpaired)
+    return ChipFolder(pairs, unpaired, tuple(sorted(undecodable)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -187,6 +213,9 @@ def _georeference(dataset) -> ChipGeoreference:
 def _dataset(path: str, siblings: bool = True, pixels_only: bool = False):
     import rasterio
 
+    too_large = tiff_file_problem(utf8_path(path))
+    if too_large:
+        raise ChipError(f"{path}: {too_large}")
     options = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE" if siblings else "EMPTY_DIR"}
     if pixels_only:
         # GDAL builds the CRS when it opens a GeoTIFF; from the GeoKeys alone it

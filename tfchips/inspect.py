@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tfchips.chips import IMAGES_DIR, LABELS_DIR, MANIFEST_NAME, chip_key
+from tfchips.chips import IMAGES_DIR, LABELS_DIR, MANIFEST_NAME, NOT_UTF8, chip_key
 from tfchips.dataset_reader import (
     ChipSample,
     ChipSource,
@@ -228,6 +228,7 @@ def _folder_problems(source: ChipSource) -> list[Problem]:
         side = os.path.basename(os.path.dirname(path))
         other = LABELS_DIR if side == IMAGES_DIR else IMAGES_DIR
         problems.append(Problem(path, f"unpaired: no chip of the same name in {other}/"))
+    problems += [Problem(path, NOT_UTF8) for path in source.folder.undecodable]
     if source.manifest_keys is not None:
         manifest = os.path.join(source.path, MANIFEST_NAME)
         stems = {os.path.splitext(os.path.basename(p))[0] for p in source.folder.unpaired}

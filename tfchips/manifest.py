@@ -14,6 +14,7 @@ import numpy as np
 
 from tfchips import __version__, storage
 from tfchips.chips import MANIFEST_NAME
+from tfchips.redaction import redact_json
 from tfchips.statistics import (
     ChipStatistics,
     chip_statistics,
@@ -139,7 +140,7 @@ def publish_text(path: str, text: str) -> None:
 
 
 def write_manifest(out: str, manifest: dict) -> None:
-    publish_text(storage.join(out, MANIFEST_NAME), json.dumps(manifest, indent=1))
+    publish_text(storage.join(out, MANIFEST_NAME), json.dumps(redact_json(manifest), indent=1))
 
 
 # A fixed palette so that a class keeps its colour across datasets and viewers.

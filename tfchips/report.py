@@ -10,10 +10,10 @@ image comes from elsewhere.
 from __future__ import annotations
 
 import base64
+import html
 import math
 import os
 from collections.abc import Sequence
-from html import escape
 
 from tfchips import __version__, storage
 from tfchips.errors import TfchipsError
@@ -21,6 +21,7 @@ from tfchips.grid import Tile
 from tfchips.inspect import Histogram, Inspection, format_number, inspect_dataset
 from tfchips.manifest import class_colour
 from tfchips.preview import ContactSheet, preview_dataset
+from tfchips.redaction import redact_text
 
 # Splits keep these colours in the order dataset.json lists them (train, val, test, ...).
 SPLIT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -35,6 +36,11 @@ th:first-child, td:first-child, td.text { text-align: left; } tr:nth-child(even)
 code { font-size: 13px; } svg text { font: 11px system-ui, sans-serif; fill: #333; }
 .swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #888; vertical-align: middle; }
 """
+
+
+def escape(text: str) -> str:
+    """``text`` for the page: credentials masked (it quotes paths, URLs and error messages), then HTML-escaped."""
+    return html.escape(redact_text(text))
 
 
 def _colour(rgb: Sequence[int]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 
+from tfchips import redaction  # noqa: F401  (imported for its hooks: GDAL's warnings quote the file's URL)
 from tfchips.errors import VectorFileError
 
 # Longest edge kept before reprojecting, in metres; its sagitta after reprojection is below a millimetre.

@@ -18,7 +18,7 @@ from tfchips.imagery import ImageryRequest
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.samples import SampleJob, create_samples
 from tfchips.sources import open_source
-from tfchips.sources.base import redact_text
+from tfchips.redaction import redact_json
 
 # Latitudes (degrees) between which UTM is defined.
 UTM_SOUTH, UTM_NORTH = -80.0, 84.0
@@ -135,9 +135,7 @@ def job_from_values(values: dict, from_config: frozenset[str] = frozenset()) -> 
 def recorded_options(values: dict) -> dict:
     """Option values as config.yaml and the manifest keep them: credentials in URLs masked."""
     return {
-        name: redact_text(value) if isinstance(value, str)
-        else tuple(redact_text(v) if isinstance(v, str) else v for v in value) if isinstance(value, (tuple, list))
-        else value
+        name: tuple(redact_json(value)) if isinstance(value, list) else redact_json(value)
         for name, value in values.items()
     }
 

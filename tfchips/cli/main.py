@@ -11,6 +11,7 @@ import click
 
 from tfchips import __version__
 from tfchips.errors import TfchipsError
+from tfchips.redaction import redact_text
 
 # Command name -> module under tfchips.cli that defines a click command of that name.
 COMMANDS = {
@@ -45,13 +46,15 @@ def one_line_errors() -> Iterator[None]:
     """Bad input is the user's to fix: print one line, exit non-zero, no traceback.
 
     Used by the ``tfchips`` command and by the Beam pipelines' entry points.
+    Credentials in the message (a URL given to an option, say) are masked.
     """
     try:
         yield
     except TfchipsError as error:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {redact_text(str(error))}", err=True)
         sys.exit(1)
     except click.ClickException as error:
+        error.message = redact_text(error.message)
         error.show()
         sys.exit(error.exit_code)
 

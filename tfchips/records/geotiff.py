@@ -27,23 +27,8 @@ from affine import Affine
 
 from tfchips.chips import ChipGeoreference, ChipHeader, band_names
 from tfchips.errors import ChipError
+from tfchips.tiff_directory import FIELD_TYPES, Directory, read_directory, tag_bytes_problem
 
-# TIFF field type -> struct code and size in bytes (rationals are never needed).
-_TYPES = {
-    1: ("B", 1),
-    2: ("s", 1),
-    3: ("H", 2),
-    4: ("I", 4),
-    6: ("b", 1),
-    7: ("B", 1),
-    8: ("h", 2),
-    9: ("i", 4),
-    11: ("f", 4),
-    12: ("d", 8),
-    16: ("Q", 8),
-    17: ("q", 8),
-    18: ("Q", 8),
-}
 # (SampleFormat, BitsPerSample) -> numpy dtype name, as GDAL maps them.
 _DTYPES = {
     (1, 8): "uint8",
@@ -76,47 +61,44 @@ _HARMLESS_KEYS = {1026, 2049, 3073, 2054, 3076, 2057, 2058, 2059}
 _HARMLESS_VALUES = {2054: 9102, 3076: 9001}  # degree, metre: GDAL's own choices for EPSG codes
 
 
-@functools.lru_cache(maxsize=8)
-def _entry_struct(layout: str) -> struct.Struct:
-    return struct.Struct(layout)
+def _tags(data: bytes, path: str, truncated_ok: bool = False) -> dict[int, object] | None:
+    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF, or truncated and ``truncated_ok``.
 
-
-def _tags(data: bytes, path: str) -> dict[int, object] | None:
-    """Tags of the first IFD: numbers as tuples, ASCII as str. None if not a TIFF."""
-    order = data[:2]
-    if order not in (b"II", b"MM"):
-        return None
-    endian = "<" if order == b"II" else ">"
+    Raises `ChipError` naming ``path`` when the file is truncated, or its tags hold
+    more bytes than `TIFF_TAG_BYTES` allows (checked before any is read, see `tag_bytes_problem`).
+    """
     try:
-        version = struct.unpack_from(endian + "H", data, 2)[0]
-        # Classic TIFF: 16-bit entry count, 32-bit value counts and offsets; BigTIFF: all 64-bit.
-        if version == 42:
-            entries_code, word, word_size = "H", "I", 4
-        elif version == 43:
-            entries_code, word, word_size = "Q", "Q", 8
-        else:
-            return None
-        ifd = struct.unpack_from(endian + word, data, 4 if version == 42 else 8)[0]
-        entries = struct.unpack_from(endian + entries_code, data, ifd)[0]
-        first = ifd + struct.calcsize(entries_code)
-        entry = _entry_struct(endian + "HH" + word + word)  # tag, type, count, value or its offset
-        table = data[first : first + entries * entry.size]
-        if len(table) < entries * entry.size:
-            raise struct.error("short IFD")
-        tags: dict[int, object] = {}
-        for index, (tag, kind, count, offset) in enumerate(entry.iter_unpack(table)):
-            if kind not in _TYPES:
-                continue
-            code, size = _TYPES[kind]
-            value_at = offset if size * count > word_size else first + index * entry.size + 4 + word_size
-            if value_at + size * count > len(data):
-                raise ChipError(f"{path}: truncated TIFF (tag {tag} lies past the end of the file)")
-            if kind == 2:
-                tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
-            else:
-                tags[tag] = struct.unpack_from(f"{endian}{count}{code}", data, value_at)
+        directory = read_directory(data)
     except struct.error:
-        raise ChipError(f"{path}: truncated TIFF header") from None
+        problem = "truncated TIFF header"
+    else:
+        if directory is None:
+            return None
+        too_large = tag_bytes_problem(directory)
+        if too_large:
+            raise ChipError(f"{path}: {too_large}")
+        tags = _values(data, directory)
+        if isinstance(tags, dict):
+            return tags
+        problem = f"truncated TIFF (tag {tags} lies past the end of the file)"
+    if truncated_ok:
+        return None
+    raise ChipError(f"{path}: {problem}")
+
+
+def _values(data: bytes, directory: Directory) -> dict[int, object] | int:
+    """The directory's tag values; the number of the first tag whose values lie past the end of ``data`` instead."""
+    tags: dict[int, object] = {}
+    for index, tag, kind, count, offset in directory.entries:
+        code, size = FIELD_TYPES[kind]
+        inline = size * count <= directory.word_size
+        value_at = directory.first + index * directory.entry_size + 4 + directory.word_size if inline else offset
+        if value_at + size * count > len(data):
+            return tag
+        if kind == 2:
+            tags[tag] = data[value_at : value_at + count].rstrip(b"\0").decode("latin-1")
+        else:
+            tags[tag] = struct.unpack_from(f"{directory.endian}{count}{code}", data, value_at)
     return tags
 
 
@@ -242,12 +224,11 @@ def tiff_pixels(data: bytes, shape: tuple[int, int, int], dtype: str) -> np.ndar
     """(rows, cols, bands) ``dtype`` pixels of the TIFF file ``data`` decoded by libtiff, georeferenced or not.
 
     None where libtiff would not give GDAL's values (see `parse_geotiff`), or the
-    file does not hold pixels of that shape and dtype.
+    file does not hold pixels of that shape and dtype. Raises `ChipError` when its
+    tags hold more bytes than `TIFF_TAG_BYTES` allows.
     """
-    try:
-        tags = _tags(data, "TIFF")
-    except ChipError:
-        return None
+    # A truncated file is GDAL's to report; tags past the limit raise here, before GDAL reads them.
+    tags = _tags(data, "TIFF", truncated_ok=True)
     if tags is None or not _libtiff_decodes(tags, dtype):
         return None
     return _decoded(data, shape, dtype, _band_sequential(tags))

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
 
 from tfchips import __version__, storage
-from tfchips.chips import ChipFolder, ChipPair, find_chip_pairs, read_manifest
+from tfchips.chips import NOT_UTF8, ChipFolder, ChipPair, find_chip_pairs, printable_path, read_manifest
 from tfchips.errors import ChipError, ConfigError, OutputError
 from tfchips.records.dataset_info import (
     COMPRESSIONS,
@@ -73,6 +73,7 @@ from tfchips.records.plan import (
 )
 from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.tfrecord import TFRecordFile
+from tfchips.redaction import redact_json
 from tfchips.statistics import ChipStatistics, statistics_json
 
 _SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zz)?$")
@@ -298,7 +299,7 @@ def write_dataset_json(out: str | os.PathLike, description: DatasetInfo | Mappin
     path = storage.join(os.fspath(out), DATASET_JSON)
     content = DatasetInfo.of(description, path).as_json()
     DatasetInfo.from_mapping(content, path)
-    storage.publish(path, (json.dumps(content, indent=2) + "\n").encode("utf-8"))
+    storage.publish(path, (json.dumps(redact_json(content), indent=2) + "\n").encode("utf-8"))
     return path
 
 
@@ -381,11 +382,14 @@ class _ShardWriter:
 
 
 def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]]:
-    """The chip pairs of a folder, and its unpaired files as bad chips.
+    """The chip pairs of a folder, and its unpaired files and files named in another encoding than UTF-8 as bad chips.
 
-    Unpaired files raise `ChipError` naming them unless ``skip_bad``.
+    Those raise `ChipError` naming them unless ``skip_bad``.
     """
     folder = find_chip_pairs(chips)
+    if folder.undecodable and not skip_bad:
+        raise ChipError(f"{folder.undecodable[0]}: {NOT_UTF8} (--skip-bad leaves bad chips out)")
+    undecodable = [BadChip(os.path.relpath(path, printable_path(chips)), NOT_UTF8) for path in folder.undecodable]
     skipped = [
         BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
         for path in folder.unpaired
@@ -396,7 +400,7 @@ def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]
         raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
     if not folder.pairs:
         raise ChipError(f"{chips}: no image has a label of the same name")
-    return folder, skipped
+    return folder, undecodable + skipped
 
 
 def computed_or_manifest_statistics(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import abc
-import re
-import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -12,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfchips.grid import Tile
+# Re-exported: sources and their callers redact through this module's names.
+from tfchips.redaction import REDACTED, redact_text, redact_url  # noqa: F401
 
 # Resampling names accepted everywhere; categorical masks are always read with "nearest".
 RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
@@ -103,38 +103,3 @@ def first_line(error: BaseException) -> str:
     if "previous exception" in text and error.__cause__ is not None:
         return first_line(error.__cause__)
     return (text or type(error).__name__).splitlines()[0]
-
-
-# Query parameters that carry credentials: signed URLs (S3, GCS, Azure SAS), API keys, tokens.
-_SECRET_PARAMETER = re.compile(r"sig|signature|token|secret|password|passwd|credential|api[-_]?key|^key$|^code$", re.I)
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-REDACTED = "***"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password in it and the values of credential-like query parameters
-    (``sig``, ``token``, ``X-Amz-Signature``, ``api_key``, ...) replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}:{REDACTED}@{host}" if ":" in user else f"{REDACTED}@{host}"
-    query = "&".join(
-        f"{name}={REDACTED}" if sep and _SECRET_PARAMETER.search(name) else f"{name}{sep}{value}"
-        for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
-    ) if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """``text`` with every URL in it passed through `redact_url` (for messages and logs)."""
-
-    def redact(match: re.Match) -> str:
-        # Punctuation that ends a sentence or a clause is not part of the URL.
-        url = match.group(0).rstrip(".,;:)]")
-        return redact_url(url) + match.group(0)[len(url) :]
-
-    return _URL.sub(redact, text)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from tfchips.errors import RasterReadError
 from tfchips.grid import Tile
 from tfchips.sources.base import RESAMPLING, Pixels, first_line, redact_text, redact_url
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryError, RetryPolicy, with_retries
+from tfchips.size_limits import READ_PIXELS
+from tfchips.tiff_directory import tiff_file_problem
 
 # Remote COGs: never list the folder, merge neighbouring range requests.
 # Retries and timeouts come from the `RetryPolicy` of each read.
@@ -42,18 +43,6 @@ _GDAL_OPTIONS = {
 _REMOTE = ("http://", "https://", "s3://", "gs://", "az://", "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls")
 # Source pixels kept around the tile's footprint so bilinear and cubic kernels see their neighbours.
 _KERNEL_MARGIN = 3
-
-
-class _RedactUrls(logging.Filter):
-    """Masks credentials in the URLs GDAL quotes ("HTTP error code: 500 - https://...?sig=...")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact_text(record.getMessage()), None
-        return True
-
-
-# rasterio passes GDAL's warnings and errors on to this logger.
-logging.getLogger("rasterio._env").addFilter(_RedactUrls())
 
 
 @dataclass(frozen=True)
@@ -98,6 +87,8 @@ def _read_href(
     GDAL caches what it fetched, truncated blocks included, so the whole read is retried,
     each time with GDAL's cache of remote files dropped; GDAL itself does not retry (see
     `RetryPolicy.gdal_options`), so a file is tried at most ``attempts`` times in all.
+    A local TIFF whose tags hold more bytes than `TIFF_TAG_BYTES` allows is refused before
+    GDAL reads them.
     """
 
     def read() -> Pixels:
@@ -106,6 +97,9 @@ def _read_href(
 
     try:
         if not href.startswith(_REMOTE):
+            too_large = tiff_file_problem(href)
+            if too_large:
+                raise RasterReadError(redact_text(f"{prefix}{href}: {too_large}"))
             return read()
         return with_retries(read, policy, _transient_gdal_error, _forget_remote_files, f"reading {redact_url(href)}")
     # GDAL errors that rasterio does not wrap (PROJ finding no transformation between two
@@ -171,6 +165,13 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
     source = _source_window(dataset, bounds, _overview_factor(dataset, indexes[0], bounds, tile.shape))
     if source is None:
         return Pixels(np.ma.masked_all((len(refs), rows, cols), dtype=dtype), declared[0])
+    # The header alone sets the window's size (a scene may declare any number of pixels
+    # under the tile): refuse it before GDAL allocates it.
+    excess = READ_PIXELS.excess(len(indexes) * math.prod(source.shape))
+    if excess:
+        window = " x ".join(map(str, (len(indexes), *source.shape)))
+        message = f"{prefix}{dataset.name}: a read window of {window} (bands x rows x cols) is {excess}"
+        raise RasterReadError(redact_text(message))
 
     # Asking GDAL for a decimated window makes it read the matching overview.
     data = dataset.read(indexes, window=source.window, out_shape=(len(indexes), *source.shape), masked=True)
