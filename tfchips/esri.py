@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 
 from tfchips import storage
 from tfchips.chips import CLASSIFIED_TILES, ESRI_STATS_NAME, IMAGES_DIR, LABELS_DIR
-from tfchips.grid import Tile, filename_to_key
+from tfchips.grid import Tile, filename_to_key, key_to_filename
 from tfchips.manifest import class_colour, publish_text
 
 MODEL_DEFINITION_NAME = "esri_model_definition.emd"
@@ -147,16 +147,21 @@ def _label_views(out: str) -> set[str]:
     return views
 
 
-def _remove_label_views(out: str, names: set[str]) -> None:
-    for name in names:
-        path = storage.join(out, LABELS_DIR, name)
-        if storage.exists(path):
+def _remove_label_views(out: str, views: set[str], run_names: set[str]) -> None:
+    """Delete ``views`` of this run's chips, and those whose label chip is gone.
+
+    A view of a chip outside this run stays, as the chip itself does.
+    """
+    for view in views:
+        label = view[: -len(LABEL_VIEW_SUFFIX)] + ".tif"
+        path = storage.join(out, LABELS_DIR, view)
+        if (label in run_names or not storage.exists(storage.join(out, LABELS_DIR, label))) and storage.exists(path):
             storage.remove(path)
 
 
 def remove_esri_metadata(out: str) -> None:
-    """Delete ESRI metadata (and label views) an earlier run wrote, when this run wrote no chip."""
-    _remove_label_views(out, _label_views(out))
+    """Delete ESRI metadata an earlier run wrote, when this run wrote no chip (and views of removed chips)."""
+    _remove_label_views(out, _label_views(out), set())
     for name in ESRI_FILES:
         path = storage.join(out, name)
         if storage.exists(path):
@@ -267,4 +272,5 @@ def write_esri_metadata(
     publish_text(storage.join(out, ESRI_STATS_NAME), json.dumps(accumulated, indent=1))
     publish_text(storage.join(out, MAP_NAME), "\n".join(map_lines) + "\n")
     publish_text(storage.join(out, "stats.txt"), "\n".join(stats_lines) + "\n")
-    _remove_label_views(out, stale_views)
+    run_names = {key_to_filename(tile["key"]) + ".tif" for tile in manifest["tiles"]}
+    _remove_label_views(out, stale_views, run_names)
