@@ -168,6 +168,74 @@ def remove_esri_metadata(out: str) -> None:
             storage.remove(path)
 
 
+def _band_stats(bands: list[dict]) -> list[dict]:
+    """ESRI's per-band statistics from the manifest's (valid pixels only)."""
+    return [{"BandName": b["name"], "Min": b["min"], "Max": b["max"], "Mean": b["mean"], "StdDev": b["std"]} for b in bands]
+
+
+def _model_definition(bands: list[dict], class_list: list[dict], chip_size: int, sensor: str) -> dict:
+    """``esri_model_definition.emd``: what prepare_data takes classes, band names and statistics from."""
+    band_minimum = min((b["min"] for b in bands if b["min"] is not None), default=0)
+    band_maximum = max((b["max"] for b in bands if b["max"] is not None), default=0)
+    return {
+        "Framework": "",
+        "ModelConfiguration": "",
+        "ModelType": "ImageClassification",
+        "MetaDataMode": CLASSIFIED_TILES,
+        "ImageHeight": chip_size,
+        "ImageWidth": chip_size,
+        "ExtractBands": list(range(len(bands))),
+        "DataRange": [band_minimum, band_maximum],
+        "ImageSpaceUsed": "MAP_SPACE",
+        "IsMultispectral": len(bands) > 3,
+        "InputRastersProps": {"RasterCount": 1, "SensorName": sensor, "BandNames": [b["name"] for b in bands]},
+        "AllTilesStats": _band_stats(bands),
+        "Classes": class_list,
+    }
+
+
+def _accumulated_stats(
+    bands: list[dict], class_list: list[dict], pixel_stats: dict, chip_size: int, resolution: float, crs: str, tiles: int
+) -> dict:
+    """``esri_accumulated_stats.json``: the metadata mode and the class pixel counts of class weights."""
+    epsg = int(crs.split(":")[1])
+    return {
+        "Version": "1.0",
+        "MetaDataMode": CLASSIFIED_TILES,
+        "ImageFormat": "TIFF",
+        "NumTiles": tiles,
+        "TileSizeX": chip_size,
+        "TileSizeY": chip_size,
+        "NumBands": len(bands),
+        "MinCellSize": {"x": resolution, "y": resolution},
+        "MaxCellSize": {"x": resolution, "y": resolution},
+        "SpatialReference": {"wkid": epsg, "latestWkid": epsg},
+        # ESRI's running moments; prepare_data merges them when it loads several folders.
+        "BandStatsState": [
+            {"Num": b["count"], "Min": b["min"], "Max": b["max"], "M1": b["mean"], "M2": (b["std"] or 0.0) ** 2 * b["count"]}
+            for b in bands
+        ],
+        "NumClasses": len(class_list),
+        "OutputFeatures": sum(pixel_stats["NumPixelsPerClass"]),
+        "Classes": [{"ClassValue": c["Value"], "ClassName": c["Name"]} for c in class_list],
+        "ClassPixelStats": pixel_stats,
+        # tfchips' own fields, which ESRI does not read.
+        "BandStats": _band_stats(bands),
+        "ClassAttributes": class_list,
+    }
+
+
+def _write_label_views(out: str, names: list[str], classes: EsriClasses) -> list[str]:
+    """Publish ``labels/NAME.vrt`` for each chip file name; returns the view names."""
+    lookup = classes.lookup()
+    views = []
+    for name in names:
+        view = name.rsplit(".", 1)[0] + LABEL_VIEW_SUFFIX
+        storage.publish(storage.join(out, LABELS_DIR, view), label_view(name, Tile.from_key(filename_to_key(name)), lookup))
+        views.append(view)
+    return views
+
+
 def write_esri_metadata(
     out: str, manifest: dict, chip_size: int, resolution: float, crs: str, file_names: list[str]
 ) -> None:
@@ -190,74 +258,20 @@ def write_esri_metadata(
     )
     names = sorted(file_names)
     stale_views = _label_views(out)
-    view = not classes.is_identity(ignore_value)
-    if view:
-        lookup = classes.lookup()
-        for name in names:
-            view_name = name.rsplit(".", 1)[0] + LABEL_VIEW_SUFFIX
-            tile = Tile.from_key(filename_to_key(name))
-            storage.publish(storage.join(out, LABELS_DIR, view_name), label_view(name, tile, lookup))
-            stale_views.discard(view_name)
-    label_names = [name.rsplit(".", 1)[0] + LABEL_VIEW_SUFFIX if view else name for name in names]
+    label_names = names if classes.is_identity(ignore_value) else _write_label_views(out, names, classes)
+    stale_views -= set(label_names)
     tile_counts = [
         {int(k): c for k, c in tile["class_counts"].items()} for tile in manifest["tiles"] if tile["status"] == "written"
     ]
-    bands = statistics["bands"]
-    class_list = [
-        {"Value": esri, "Name": name, "Color": list(class_colour(value))}
-        for (value, esri), name in zip(classes.values.items(), classes.names.values())
-    ]
-    band_minimum = min((b["min"] for b in bands if b["min"] is not None), default=0)
-    band_maximum = max((b["max"] for b in bands if b["max"] is not None), default=0)
-    epsg = int(crs.split(":")[1])
-    parameters = manifest.get("parameters") or {}
-    model_definition = {
-        "Framework": "",
-        "ModelConfiguration": "",
-        "ModelType": "ImageClassification",
-        "MetaDataMode": CLASSIFIED_TILES,
-        "ImageHeight": chip_size,
-        "ImageWidth": chip_size,
-        "ExtractBands": list(range(len(bands))),
-        "DataRange": [band_minimum, band_maximum],
-        "ImageSpaceUsed": "MAP_SPACE",
-        "IsMultispectral": len(bands) > 3,
-        "InputRastersProps": {
-            "RasterCount": 1,
-            "SensorName": str(parameters.get("collection") or "tfchips"),
-            "BandNames": [b["name"] for b in bands],
-        },
-        "AllTilesStats": [
-            {"BandName": b["name"], "Min": b["min"], "Max": b["max"], "Mean": b["mean"], "StdDev": b["std"]}
-            for b in bands
-        ],
-        "Classes": class_list,
-    }
     pixel_stats = class_pixel_stats(classes, tile_counts)
-    accumulated = {
-        "Version": "1.0",
-        "MetaDataMode": CLASSIFIED_TILES,
-        "ImageFormat": "TIFF",
-        "NumTiles": len(names),
-        "TileSizeX": chip_size,
-        "TileSizeY": chip_size,
-        "NumBands": len(bands),
-        "MinCellSize": {"x": resolution, "y": resolution},
-        "MaxCellSize": {"x": resolution, "y": resolution},
-        "SpatialReference": {"wkid": epsg, "latestWkid": epsg},
-        # ESRI's running moments; prepare_data merges them when it loads several folders.
-        "BandStatsState": [
-            {"Num": b["count"], "Min": b["min"], "Max": b["max"], "M1": b["mean"], "M2": (b["std"] or 0.0) ** 2 * b["count"]}
-            for b in bands
-        ],
-        "NumClasses": len(class_list),
-        "OutputFeatures": sum(pixel_stats["NumPixelsPerClass"]),
-        "Classes": [{"ClassValue": c["Value"], "ClassName": c["Name"]} for c in class_list],
-        "ClassPixelStats": pixel_stats,
-        # tfchips' own fields, which ESRI does not read.
-        "BandStats": model_definition["AllTilesStats"],
-        "ClassAttributes": class_list,
-    }
+    class_list = [
+        {"Value": esri, "Name": classes.names[esri], "Color": list(class_colour(value))}
+        for value, esri in classes.values.items()
+    ]
+    bands = statistics["bands"]
+    sensor = str((manifest.get("parameters") or {}).get("collection") or "tfchips")
+    model_definition = _model_definition(bands, class_list, chip_size, sensor)
+    accumulated = _accumulated_stats(bands, class_list, pixel_stats, chip_size, resolution, crs, len(names))
     map_lines = [f"{IMAGES_DIR}\\{image}  {LABELS_DIR}\\{label}" for image, label in zip(names, label_names)]
     stats_lines = [
         f"Number of tiles: {len(names)}",
