@@ -11,7 +11,7 @@ ARCGIS=${ARCGIS:-arcgis==2.4.4}
 FASTAI=${FASTAI:-fastai==1.0.61}
 
 if ! command -v gdal-config >/dev/null; then
-    apt-get install -y libgdal-dev
+    apt-get update && apt-get install -y libgdal-dev
 fi
 "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
