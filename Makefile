@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-arcgis bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# Opt-in: ESRI's own arcgis.learn.prepare_data on tfchips chip folders, in a venv of its own
+# (arcgis, torch, fastai 1.0.61, GDAL bindings; several GB, root for Debian's libgdal-dev).
+ARCGIS_VENV := .venv-arcgis
+$(ARCGIS_VENV)/.installed: tests/arcgis/setup_venv.sh
+	PYTHON=$(PYTHON) tests/arcgis/setup_venv.sh $(ARCGIS_VENV)
+
+test-arcgis: $(VENV)/.installed-test $(ARCGIS_VENV)/.installed
+	TFCHIPS_REQUIRE_ARCGIS=1 $(BIN)/python -m pytest -q -rs tests/test_esri.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks

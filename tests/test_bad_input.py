@@ -320,7 +320,7 @@ def earlier(demo, tmp_path_factory):
     values = {**options(demo, out), "--bbox": EARLIER_BBOX}
     result = CliRunner().invoke(cli, command_line(values))
     assert result.exit_code == 0, result.output
-    assert len(os.listdir(out / "labels")) == 4
+    assert len(os.listdir(out / "images")) == 4
     return out
 
 

@@ -106,7 +106,7 @@ def test_valid_fractions_agree_with_the_manifest(demo_chips):
 
 def test_an_unpaired_chip_is_named_and_fails_verification(demo_chips, tmp_path):
     chips = copy(demo_chips, tmp_path)
-    name = sorted(os.listdir(chips / "labels"))[3]
+    name = sorted(os.listdir(chips / "images"))[3]
     os.remove(chips / "labels" / name)
     inspection = inspect_dataset(chips)
     assert not inspection.verified

@@ -8,7 +8,7 @@ from tfchips.chips import chip_pair_exists, chip_paths, read_written_pair, remov
 from tfchips import storage
 from tfchips.errors import ChipError
 from tfchips.grid import Tile
-from tfchips.manifest import build_manifest, chip_record, dataset_statistics, write_esri_metadata
+from tfchips.manifest import build_manifest, chip_record, dataset_statistics
 from tfchips.statistics import empty_statistics, statistics_json
 
 TILE = Tile.from_key("32:4:10.0:13:-34:1542")
@@ -102,21 +102,6 @@ def test_partial_files_are_removed(tmp_path):
     (tmp_path / "images" / "kept.tif").write_bytes(b"x")
     assert remove_partial_files(str(tmp_path)) == 1
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["kept.tif"]
-
-
-def test_esri_metadata_files(tmp_path):
-    image, valid, label = chip(0)
-    records = [chip_record(TILE.key, image, valid, label, ("s",), 0, 255)]
-    manifest = build_manifest(records, {"tilesize": 32}, ("b", "g", "r"), {0: "background", 1: "road", 2: "water"}, 255)
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, ["a.tif"])
-    emd = json.loads((tmp_path / "esri_model_definition.emd").read_text())
-    assert [c["Name"] for c in emd["Classes"]] == ["background", "road", "water"]
-    assert emd["ImageHeight"] == TILE.size == emd["ImageWidth"]
-    stats = json.loads((tmp_path / "esri_accumulated_stats.json").read_text())
-    assert stats["MetaDataMode"] == "Classified_Tiles" and stats["NumTiles"] == 1
-    assert stats["SpatialReference"]["wkid"] == 32613
-    assert (tmp_path / "map.txt").read_text() == "images/a.tif labels/a.tif\n"
-    assert "Class 1 (road)" in (tmp_path / "stats.txt").read_text()
 
 
 def test_valid_pixels_leave_out_nodata_and_nan_in_any_band():

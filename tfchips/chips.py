@@ -43,6 +43,11 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
 MANIFEST_NAME = "manifest.json"
+# ESRI's export names its metadata mode here; tfchips reads only the Classified Tiles mode.
+ESRI_STATS_NAME = "esri_accumulated_stats.json"
+CLASSIFIED_TILES = "Classified_Tiles"
+# A real export's statistics file is kilobytes; this bounds what a hostile one costs.
+ESRI_STATS_MAX_BYTES = 16 * 1024 * 1024
 # Raster suffixes a chip may have; sidecars (.aux.xml, .tfw, .pgw, .ovr) are not chips.
 CHIP_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -168,15 +173,46 @@ def _chip_files(folder: str, undecodable: list[str]) -> dict[str, str]:
     return found
 
 
+def check_metadata_mode(folder: str) -> None:
+    """Raise `ChipError` when ``folder`` is an ESRI export of another mode than Classified Tiles.
+
+    Object detection and other exports keep label files (PASCAL VOC XML, KITTI
+    text) that are not label rasters; without this check they would read as a
+    folder of unpaired chips. A folder without ``esri_accumulated_stats.json``
+    passes.
+    """
+    path = os.path.join(folder, ESRI_STATS_NAME)
+    try:
+        with open(path, "rb") as stream:
+            content = stream.read(ESRI_STATS_MAX_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # not an ESRI export; listing the folder reports a missing folder
+    except OSError as error:
+        raise ChipError(f"{path}: cannot read ESRI statistics ({error.strerror})") from None
+    if len(content) > ESRI_STATS_MAX_BYTES:
+        raise ChipError(f"{path}: ESRI statistics over {ESRI_STATS_MAX_BYTES // 2**20} MiB; not an ESRI export")
+    try:
+        mode = json.loads(content.decode("utf-8-sig")).get("MetaDataMode", CLASSIFIED_TILES)
+    except (ValueError, AttributeError) as error:
+        raise ChipError(f"{path}: not a valid ESRI statistics file ({first_line(error)})") from None
+    if mode != CLASSIFIED_TILES:
+        raise ChipError(
+            f"{path}: MetaDataMode is {str(mode)[:80]!r}; tfchips reads only {CLASSIFIED_TILES} exports "
+            "(label rasters in labels/); export the training data again with that metadata format"
+        )
+
+
 def find_chip_pairs(folder: str | os.PathLike) -> ChipFolder:
     """Pair ``folder/images/*`` with ``folder/labels/*`` by file stem.
 
     Files with a suffix in `CHIP_SUFFIXES` are chips; anything else (sidecars,
-    world files, hidden files) is ignored. Pairs are sorted by name; chips present on one side
-    only are listed in ``unpaired``, chips whose names are not UTF-8 in ``undecodable``.
-    Raises `ChipError` when either folder is missing or there is no chip at all.
+    world files, hidden files, tfchips' ESRI label views) is ignored. Pairs are sorted by name;
+    chips present on one side only are listed in ``unpaired``, chips whose names are not UTF-8
+    in ``undecodable``. Raises `ChipError` when either folder is missing, there is no chip at
+    all, or the folder is an ESRI export of another metadata mode than Classified Tiles.
     """
     root = os.fspath(folder)
+    check_metadata_mode(root)
     undecodable: list[str] = []
     images = _chip_files(os.path.join(root, IMAGES_DIR), undecodable)
     labels = _chip_files(os.path.join(root, LABELS_DIR), undecodable)

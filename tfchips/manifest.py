@@ -1,4 +1,4 @@
-"""What a chip folder holds: per-tile records, dataset statistics, ESRI metadata.
+"""What a chip folder holds: per-tile records and dataset statistics (ESRI metadata: `tfchips.esri`).
 
 Statistics are `tfchips.statistics.ChipStatistics` per tile, merged over the
 job, so that local jobs, Beam combiners and the TFRecord writer share one code
@@ -21,9 +21,6 @@ from tfchips.statistics import (
     empty_statistics,
     statistics_json,
 )
-
-ESRI_FILES = ("esri_model_definition.emd", "map.txt", "stats.txt", "esri_accumulated_stats.json")
-
 
 @dataclass(frozen=True)
 class ChipRecord:
@@ -127,14 +124,6 @@ def build_manifest(
     }
 
 
-def remove_esri_metadata(out: str) -> None:
-    """Delete ESRI metadata an earlier run wrote, when this run wrote no chip."""
-    for name in ESRI_FILES:
-        path = storage.join(out, name)
-        if storage.exists(path):
-            storage.remove(path)
-
-
 def publish_text(path: str, text: str) -> None:
     storage.publish(path, text.encode("utf-8"))
 
@@ -153,64 +142,3 @@ PALETTE = (
 def class_colour(value: int) -> tuple[int, int, int]:
     """RGB colour of a class value, from `PALETTE` (cycled past its end)."""
     return PALETTE[value % len(PALETTE)]
-
-
-def write_esri_metadata(out: str, manifest: dict, chip_size: int, resolution: float, crs: str, file_names: list[str]) -> None:
-    """ESRI "Classified Tiles" metadata beside images/ and labels/ (see README for the fields)."""
-    statistics = manifest["statistics"]
-    class_names = {int(k): v for k, v in manifest["class_names"].items()}
-    values = sorted(int(v) for v in statistics["class_counts"])
-    classes = [
-        {"Value": v, "Name": class_names.get(v, f"class_{v}"), "Color": list(class_colour(v))}
-        for v in values
-        if v != 0 or v in class_names
-    ]
-    bands = statistics["bands"]
-    band_minimum = min((b["min"] for b in bands if b["min"] is not None), default=0)
-    band_maximum = max((b["max"] for b in bands if b["max"] is not None), default=0)
-    epsg = int(crs.split(":")[1])
-    model_definition = {
-        "Framework": "",
-        "ModelConfiguration": "",
-        "ModelType": "ImageClassification",
-        "ImageHeight": chip_size,
-        "ImageWidth": chip_size,
-        "ExtractBands": list(range(len(bands))),
-        "DataRange": [band_minimum, band_maximum],
-        "ImageSpaceUsed": "MAP_SPACE",
-        "IsMultispectral": len(bands) > 3,
-        "Classes": classes,
-    }
-    accumulated = {
-        "MetaDataMode": "Classified_Tiles",
-        "ImageFormat": "TIFF",
-        "NumTiles": len(file_names),
-        "TileSizeX": chip_size,
-        "TileSizeY": chip_size,
-        "NumBands": len(bands),
-        "MinCellSize": {"x": resolution, "y": resolution},
-        "MaxCellSize": {"x": resolution, "y": resolution},
-        "SpatialReference": {"wkid": epsg, "latestWkid": epsg},
-        "BandStats": [
-            {"BandName": b["name"], "Min": b["min"], "Max": b["max"], "Mean": b["mean"], "StdDev": b["std"]}
-            for b in bands
-        ],
-        "ClassAttributes": classes,
-        "FeatureStats": {
-            "NumPixelsPerClass": [
-                {"ClassValue": int(v), "NumPixels": c} for v, c in statistics["class_counts"].items()
-            ],
-        },
-    }
-    map_lines = [f"images/{name} labels/{name}" for name in sorted(file_names)]
-    stats_lines = [
-        f"Number of tiles: {len(file_names)}",
-        f"Tile size: {chip_size} x {chip_size} pixels at {resolution} m",
-        f"Bands: {', '.join(b['name'] for b in bands)}",
-        *(f"Class {c['Value']} ({c['Name']}): {statistics['class_counts'].get(str(c['Value']), 0)} pixels" for c in classes),
-    ]
-    publish_text(storage.join(out, "esri_model_definition.emd"), json.dumps(model_definition, indent=1))
-    publish_text(storage.join(out, "esri_accumulated_stats.json"), json.dumps(accumulated, indent=1))
-    publish_text(storage.join(out, "map.txt"), "\n".join(map_lines) + "\n")
-    publish_text(storage.join(out, "stats.txt"), "\n".join(stats_lines) + "\n")
-

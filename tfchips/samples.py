@@ -25,15 +25,8 @@ from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError
 from tfchips.grid import Tile, key_to_filename
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
-from tfchips.manifest import (
-    ChipRecord,
-    build_manifest,
-    chip_record,
-    labelled_fraction,
-    remove_esri_metadata,
-    write_esri_metadata,
-    write_manifest,
-)
+from tfchips.esri import remove_esri_metadata, write_esri_metadata
+from tfchips.manifest import ChipRecord, build_manifest, chip_record, labelled_fraction, write_manifest
 from tfchips.sources.base import redact_text
 
 

@@ -88,7 +88,10 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
 @click.option("--skip-bad", is_flag=True, help="Leave unpaired and corrupt chips out, listed in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace TFRecords already in OUT.")
 def command(**values) -> None:
-    """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT."""
+    """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT.
+
+    CHIPS may be an ESRI export in the Classified Tiles metadata format; other formats are refused.
+    """
     description = write_tfrecords(values["chips"], values["out"], writer_options(values))
     for split, info in description["splits"].items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
