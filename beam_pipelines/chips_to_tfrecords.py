@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfchips import storage
 from tfchips.chips import ChipPair, read_manifest
-from tfchips.cli.main import one_line_errors
+from tfchips.console import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.errors import ChipError, ConfigError, RecordError

@@ -27,7 +27,7 @@ from tfchips import storage
 from tfchips.chips import ChipPair, chip_paths, remove_partial_files
 from tfchips.cli.create_samples import command as create_samples_command
 from tfchips.cli.create_samples import options_from_config, job_from_values, recorded_options
-from tfchips.cli.main import one_line_errors
+from tfchips.console import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.grid import Tile, key_to_filename

@@ -1,4 +1,7 @@
-"""What a person sees on the terminal: no TensorFlow chatter, progress bars only on a terminal.
+"""What a person sees on the terminal: one-line errors, no TensorFlow chatter, progress bars only on a terminal.
+
+Library errors name Python parameters in backticks (`` `max_cloud` ``, `` `overwrite=True` ``);
+a command line shows them as its own flags (`error_line`), so each front end speaks its language.
 
 TensorFlow prints absl and CUDA lines from C++ while it is imported (``cudart_stub``,
 ``All log messages before absl::InitializeLog()``), whatever ``TF_CPP_MIN_LOG_LEVEL`` says,
@@ -14,9 +17,13 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+from tfchips.errors import TfchipsError
+from tfchips.redaction import redact_text
 
 VERBOSE_VARIABLE = "TFCHIPS_VERBOSE"
 
@@ -99,3 +106,40 @@ def progress(total: int, unit: str, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+_PARAMETER = re.compile(r"`([A-Za-z_]\w*)(=[^`]*)?`")
+
+
+def error_line(error: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """The message of ``error`` for a command line: parameters as its ``flags``, secrets masked.
+
+    Args:
+        error: a library error, whose message names parameters in backticks.
+        flags: parameter name -> the flag that sets it (``{"max_cloud": "--max-cloud"}``);
+            names without a flag keep their backticks.
+    """
+    flags = flags or {}
+
+    def as_flag(match: re.Match) -> str:
+        flag = flags.get(match.group(1))
+        value = match.group(2)
+        if flag is None:
+            return match.group(0)
+        return flag if value in (None, "=True") else f"{flag} {value[1:]}"
+
+    return redact_text(_PARAMETER.sub(as_flag, str(error)))
+
+
+@contextlib.contextmanager
+def one_line_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Bad input is the user's to fix: one line ``Error: ...`` on stderr, exit status 1, no traceback.
+
+    For entry points other than the ``tfchips`` command (the Beam pipelines), with ``flags``
+    naming their options.
+    """
+    try:
+        yield
+    except TfchipsError as error:
+        print(f"Error: {error_line(error, flags)}", file=sys.stderr, flush=True)
+        sys.exit(1)

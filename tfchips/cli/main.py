@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
+import os
 import sys
-from typing import Iterator
 
 import click
 
 from tfchips import __version__
+from tfchips.console import VERBOSE_VARIABLE, error_line, quiet_tensorflow
 from tfchips.errors import TfchipsError
 from tfchips.redaction import redact_text
 
@@ -37,32 +37,40 @@ class _Commands(click.Group):
         return getattr(importlib.import_module(f"tfchips.cli.{COMMANDS[name]}"), "command")
 
     def invoke(self, ctx: click.Context):
-        with one_line_errors():
+        """Bad input is the user's to fix: one line naming this command's flags, exit 1, no traceback."""
+        try:
             return super().invoke(ctx)
+        except TfchipsError as error:
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            click.echo(f"Error: {error_line(error, command_flags(command))}", err=True)
+            sys.exit(1)
+        except click.ClickException as error:
+            error.message = redact_text(error.message)
+            error.show()
+            sys.exit(error.exit_code)
 
 
-@contextlib.contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Bad input is the user's to fix: print one line, exit non-zero, no traceback.
-
-    Used by the ``tfchips`` command and by the Beam pipelines' entry points.
-    Credentials in the message (a URL given to an option, say) are masked.
-    """
-    try:
-        yield
-    except TfchipsError as error:
-        click.echo(f"Error: {redact_text(str(error))}", err=True)
-        sys.exit(1)
-    except click.ClickException as error:
-        error.message = redact_text(error.message)
-        error.show()
-        sys.exit(error.exit_code)
+def command_flags(command: click.Command | None) -> dict[str, str]:
+    """Python parameter name -> how ``command`` spells it (``--max-cloud``, ``CHIPS``)."""
+    flags: dict[str, str] = {}
+    for parameter in command.params if command is not None else ():
+        if isinstance(parameter, click.Option):
+            flags[parameter.name] = max(parameter.opts, key=len)
+        elif isinstance(parameter, click.Argument):
+            flags[parameter.name] = parameter.human_readable_name
+    return flags
 
 
 @click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="tfchips")
-def cli() -> None:
+@click.option(
+    "--verbose", is_flag=True, help=f"Show the log lines of TensorFlow, absl and GDAL too (or set {VERBOSE_VARIABLE}=1)."
+)
+def cli(verbose: bool) -> None:
     """Satellite imagery and vector ground truth to TensorFlow training data."""
+    if verbose:
+        os.environ[VERBOSE_VARIABLE] = "1"
+    quiet_tensorflow()
 
 
 if __name__ == "__main__":
