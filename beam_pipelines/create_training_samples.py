@@ -10,6 +10,7 @@ shards and dataset.json to DIR instead of a chip folder. The rest go to Beam's P
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,9 +33,10 @@ from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.grid import Tile, key_to_filename
 from tfchips.labels import load_ground_truth
+from tfchips.lock import output_lock
 from tfchips.records import RecordOptions, WriterOptions
-from tfchips.records.writer import encode_or_bad
-from tfchips.samples import JobSummary, SampleJob, make_sample, write_job_metadata
+from tfchips.records.writer import check_output_folder, encode_or_bad
+from tfchips.samples import JobSummary, SampleJob, make_sample, start_job, write_job_metadata
 
 FAILED = "failed"
 
@@ -154,19 +156,25 @@ def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values.pop("tfrecords")
-    if out is not None:
-        record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
-                         "skip_bad": False, "overwrite": True, "shards": record_values["shards"] or 1}
-        options = writer_options(record_values)
-        if not storage.is_url(out):
-            os.makedirs(out, exist_ok=True)
-    tiles, job = job_from_values(values, from_config)
-    remove_partial_files(job.out)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        if out is None:
-            build(pipeline, tiles, job, recorded_options(values))
-        else:
-            build_records(pipeline, tiles, job, out, options)
+    with contextlib.ExitStack() as locks:
+        # Local outputs are locked before anything is written to them (URLs are not locked).
+        for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
+            locks.enter_context(output_lock(folder))
+        if out is not None:
+            # --overwrite stands for both outputs: a complete dataset in OUT is refused without it.
+            record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
+                             "skip_bad": False, "overwrite": values["overwrite"], "shards": record_values["shards"] or 1}
+            options = writer_options(record_values)
+            if not storage.is_url(out):
+                check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
+        tiles, job = job_from_values(values, from_config, chips=out is None)
+        with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+            if out is None:
+                start_job(job, recorded_options(values), len(tiles))
+                build(pipeline, tiles, job, recorded_options(values))
+            else:
+                remove_partial_files(job.out)
+                build_records(pipeline, tiles, job, out, options)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from tfchips.lock import output_lock
 from tfchips.records.codecs import DECODERS, ENCODINGS
 from tfchips.records.encoder import RecordOptions
 from tfchips.records.plan import parse_splits
@@ -89,7 +90,8 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
 @click.option("--overwrite", is_flag=True, help="Replace TFRecords already in OUT.")
 def command(**values) -> None:
     """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT."""
-    description = write_tfrecords(values["chips"], values["out"], writer_options(values))
+    with output_lock(values["out"]):
+        description = write_tfrecords(values["chips"], values["out"], writer_options(values))
     for split, info in description["splits"].items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
     for bad in description["skipped"]:

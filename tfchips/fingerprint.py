@@ -1,0 +1,111 @@
+"""The options fingerprint of a chip folder: every job option that changes a chip's pixels.
+
+The manifest keeps it under ``fingerprint`` from the moment a job starts, so that a
+later job into the same folder resumes only chips made the same way; thresholds
+(``min_valid``, ``min_labelled``), class names and worker counts change no pixel and
+are left out. Option names are those `ImageryRequest.from_options` and
+`LabelRequest.from_options` take (``start``, ``labels_layer``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any, Callable
+
+from tfchips import storage
+from tfchips.chips import MANIFEST_NAME
+from tfchips.errors import ChipError, ConfigError
+from tfchips.imagery import ImageryRequest
+from tfchips.labels import LabelRequest
+from tfchips.sources.base import redact_text
+
+# LabelRequest fields whose option has another name.
+_LABEL_OPTIONS = {"path": "labels", "layer": "labels_layer"}
+# A manifest larger than this (bytes) is refused rather than read whole.
+MAX_MANIFEST_BYTES = 512 << 20
+# Values longer than this (characters) are shortened in messages.
+_SHOWN = 80
+
+
+def job_fingerprint(imagery: ImageryRequest, labels: LabelRequest) -> dict[str, Any]:
+    """{option name: value} of the pixel options, as JSON stores it (credentials in URLs masked)."""
+    options = {f.name: getattr(imagery, f.name) for f in dataclasses.fields(imagery)}
+    options.update({_LABEL_OPTIONS.get(f.name, f.name): getattr(labels, f.name) for f in dataclasses.fields(labels)})
+    return _redacted(json.loads(json.dumps(options, default=_json_value)))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"{type(value).__name__} is not an option value")
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
+def check_fingerprint(
+    out: str,
+    fingerprint: dict[str, Any],
+    option_name: Callable[[str], str] = str,
+    overwrite: str = "overwrite=True",
+) -> None:
+    """Refuse to resume in ``out`` when its manifest records other pixel options.
+
+    A folder without a manifest (made by hand, or emptied) is resumed chip by chip
+    as before, by band names. ``option_name`` and ``overwrite`` word the message
+    (the CLI passes its flags).
+
+    Raises:
+        ConfigError: the manifest records other values (each option named, with
+            both values) or no fingerprint at all.
+        ChipError: the manifest cannot be read or is not a JSON object.
+    """
+    path = storage.join(out, MANIFEST_NAME)
+    if not storage.exists(path):
+        return
+    recorded = _read_fingerprint(path)
+    advice = f"pass {overwrite} to make every tile again, or write to another folder"
+    if recorded is None:
+        raise ConfigError(f"{path} records no options fingerprint, so its chips may be made otherwise; {advice}")
+    changed = [
+        f"{option_name(name)} {_shown(recorded.get(name))} there, {_shown(fingerprint.get(name))} now"
+        for name in sorted(set(recorded) | set(fingerprint))
+        if recorded.get(name) != fingerprint.get(name)
+    ]
+    if changed:
+        raise ConfigError(f"{out} holds chips made with other options ({'; '.join(changed)}); {advice}")
+
+
+def _read_fingerprint(path: str) -> dict | None:
+    try:
+        too_large = not storage.is_url(path) and os.path.getsize(path) > MAX_MANIFEST_BYTES
+        content = None if too_large else json.loads(storage.read(path))
+    except OSError as error:
+        raise ChipError(f"{path}: cannot read chip manifest ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ChipError(f"{path}: not a valid chip manifest ({error})") from None
+    if too_large:
+        raise ChipError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a chip manifest")
+    if not isinstance(content, dict):
+        raise ChipError(f"{path}: not a valid chip manifest (a JSON object was expected)")
+    fingerprint = content.get("fingerprint")
+    if not isinstance(fingerprint, (dict, type(None))):
+        raise ChipError(f"{path}: not a valid chip manifest (fingerprint must be an object)")
+    return fingerprint
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
