@@ -5,7 +5,9 @@
 
 Takes every option of ``tfchips create-samples``; with ``--tfrecords DIR`` (and the record
 options of ``tfchips to-tfrecords``: ``--encoding``, ``--shards``, ``--split``, ...) it writes
-shards and dataset.json to DIR instead of a chip folder. The rest go to Beam's PipelineOptions.
+shards and dataset.json to DIR instead of a chip folder; a DIR holding a complete dataset needs
+``--overwrite``, as with ``to-tfrecords``. Local outputs are locked for the run (`tfchips.lock`).
+The rest go to Beam's PipelineOptions.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tfchips.lock import output_lock
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import check_output_folder, encode_or_bad
 from tfchips.samples import JobSummary, SampleJob, make_sample, start_job, write_job_metadata
+from tfchips.workers import JobProcess, watch_job
 
 FAILED = "failed"
 
@@ -46,9 +49,11 @@ class SampleTile(beam.DoFn):
 
     def __init__(self, job: SampleJob) -> None:
         self.job = job
+        self.launcher = JobProcess.current()
         self.counters = {s: Metrics.counter("tfchips", f"tiles_{s}") for s in ("written", "skipped", "failed")}
 
     def setup(self) -> None:
+        watch_job(self.launcher)  # a local worker process ends with the pipeline's, even SIGKILLed
         load_ground_truth(self.job.labels)  # once per worker, not per element
 
     def process(self, key: str):
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         if out is not None:
             # --overwrite stands for both outputs: a complete dataset in OUT is refused without it.
             record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
-                             "skip_bad": False, "overwrite": values["overwrite"], "shards": record_values["shards"] or 1}
+                             "skip_bad": False, "overwrite": values["overwrite"],
+                             "shards": record_values["shards"] or 1}
             options = writer_options(record_values)
             if not storage.is_url(out):
                 check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened

@@ -3,7 +3,10 @@
 The manifest keeps it under ``fingerprint`` from the moment a job starts, so that a
 later job into the same folder resumes only chips made the same way; thresholds
 (``min_valid``, ``min_labelled``), class names and worker counts change no pixel and
-are left out. Option names are those `ImageryRequest.from_options` and
+are left out. So are the places inputs are read from (``catalog``, ``labels``,
+``extent``): a catalog or labels file moved, mirrored or repaired resumes the
+folder, as the bad-input matrix does; other data behind the same options is not
+detected. Option names are those `ImageryRequest.from_options` and
 `LabelRequest.from_options` take (``start``, ``labels_layer``, ...).
 """
 
@@ -20,10 +23,11 @@ from tfchips.chips import MANIFEST_NAME
 from tfchips.errors import ChipError, ConfigError
 from tfchips.imagery import ImageryRequest
 from tfchips.labels import LabelRequest
-from tfchips.sources.base import redact_text
 
 # LabelRequest fields whose option has another name.
 _LABEL_OPTIONS = {"path": "labels", "layer": "labels_layer"}
+# Where inputs are read from, not how: left out (see above), in merged and stacked products too.
+_LOCATIONS = frozenset({"catalog", "labels", "extent"})
 # A manifest larger than this (bytes) is refused rather than read whole.
 MAX_MANIFEST_BYTES = 512 << 20
 # Values longer than this (characters) are shortened in messages.
@@ -31,28 +35,19 @@ _SHOWN = 80
 
 
 def job_fingerprint(imagery: ImageryRequest, labels: LabelRequest) -> dict[str, Any]:
-    """{option name: value} of the pixel options, as JSON stores it (credentials in URLs masked)."""
+    """{option name: value} of the pixel options, as JSON stores it (no location, so no credential)."""
     options = {f.name: getattr(imagery, f.name) for f in dataclasses.fields(imagery)}
     options.update({_LABEL_OPTIONS.get(f.name, f.name): getattr(labels, f.name) for f in dataclasses.fields(labels)})
-    return _redacted(json.loads(json.dumps(options, default=_json_value)))
+    options = {name: value for name, value in options.items() if name not in _LOCATIONS}
+    return json.loads(json.dumps(options, default=_json_value))
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return value.isoformat()
     if dataclasses.is_dataclass(value):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in _LOCATIONS}
     raise TypeError(f"{type(value).__name__} is not an option value")
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    return value
 
 
 def check_fingerprint(
@@ -60,12 +55,13 @@ def check_fingerprint(
     fingerprint: dict[str, Any],
     option_name: Callable[[str], str] = str,
     overwrite: str = "overwrite=True",
-) -> None:
+) -> bool:
     """Refuse to resume in ``out`` when its manifest records other pixel options.
 
-    A folder without a manifest (made by hand, or emptied) is resumed chip by chip
-    as before, by band names. ``option_name`` and ``overwrite`` word the message
-    (the CLI passes its flags).
+    Returns True when the manifest records ``fingerprint``, False when there is no
+    manifest: a folder made by hand, or emptied, is resumed chip by chip as before,
+    by band names. ``option_name`` and ``overwrite`` word the message (the CLI
+    passes its flags).
 
     Raises:
         ConfigError: the manifest records other values (each option named, with
@@ -74,7 +70,7 @@ def check_fingerprint(
     """
     path = storage.join(out, MANIFEST_NAME)
     if not storage.exists(path):
-        return
+        return False
     recorded = _read_fingerprint(path)
     advice = f"pass {overwrite} to make every tile again, or write to another folder"
     if recorded is None:
@@ -86,6 +82,7 @@ def check_fingerprint(
     ]
     if changed:
         raise ConfigError(f"{out} holds chips made with other options ({'; '.join(changed)}); {advice}")
+    return True
 
 
 def _read_fingerprint(path: str) -> dict | None:

@@ -43,6 +43,9 @@ _held: dict[str, int] = {}
 def output_lock(folder: str) -> Iterator[None]:
     """Hold the lock of the local output folder ``folder`` (created if need be) for the block.
 
+    A folder that cannot be created or written is not locked: nothing can damage
+    it, and the job's first write there fails with its own message.
+
     Args:
         folder: the job's output folder; a URL is not locked.
 
@@ -62,6 +65,9 @@ def output_lock(folder: str) -> Iterator[None]:
             _held[key] -= 1
         return
     descriptor = _acquire(folder)
+    if descriptor is None:
+        yield
+        return
     _held[key] = 1
     try:
         yield
@@ -73,23 +79,27 @@ def output_lock(folder: str) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _acquire(folder: str) -> int:
+def _acquire(folder: str) -> int | None:
+    """The open, locked lock file of ``folder``; None when the folder cannot be written at all."""
     path = os.path.join(folder, LOCK_NAME)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        for _ in range(_ATTEMPTS):
+    for _ in range(_ATTEMPTS):
+        try:
+            os.makedirs(folder, exist_ok=True)
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                if _take(descriptor, path):
-                    return descriptor
-            except BaseException:
+        except OSError:
+            return None  # nor can a job damage it: the job's own first write says why, in its words
+        taken = False
+        try:
+            taken = _take(descriptor, path)
+        except OutputError:
+            raise
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write the lock file ({error.strerror or error})") from None
+        finally:
+            if not taken:
                 os.close(descriptor)
-                raise
-            os.close(descriptor)
-    except OutputError:
-        raise
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write the lock file ({error.strerror or error})") from None
+        if taken:
+            return descriptor
     raise OutputError(f"{path}: the lock file keeps being replaced; is another job starting in {folder}?")
 
 

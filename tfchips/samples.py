@@ -1,8 +1,10 @@
 """The create-samples job: tiles in, chip pairs and a manifest out.
 
 `make_sample` is the whole work for one tile (imagery, labels, checks, chips);
-`create_samples` runs it over many tiles in worker processes, resumes what an
-earlier run finished, and writes the manifest and ESRI metadata once at the end.
+`create_samples` locks the folder, checks that an earlier run there used the same
+pixel options (`start_job`), runs `make_sample` over many tiles in worker processes
+that end with the job (`tfchips.workers`), resumes what the earlier run finished,
+and writes the manifest and ESRI metadata at the end.
 """
 
 from __future__ import annotations
@@ -219,27 +221,23 @@ def create_samples(
 
 
 def start_job(job: SampleJob, parameters: dict, tiles: int) -> None:
-    """Make ``job.out`` ready for a job of ``tiles`` tiles, or refuse it.
+    """Make ``job.out`` (locked, and created if local) ready for a job of ``tiles`` tiles, or refuse it.
 
     Unless ``job.overwrite``, a folder whose manifest records other pixel options
     (`tfchips.fingerprint`) is refused before anything in it changes. Temporary
-    files of a killed run are removed, and a manifest marked incomplete records
-    this job's options before any chip is written, so that a job killed from here
-    on leaves a folder the next job can check.
+    files of a killed run are removed. Unless the manifest already records this
+    job's options (a resume, which keeps it until the job ends), a manifest marked
+    incomplete records them before any chip is written, so that a job killed from
+    here on leaves a folder the next job can check.
     """
-    if not storage.is_url(job.out):
-        try:
-            os.makedirs(job.out, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"{job.out}: cannot create the output folder ({error.strerror})") from None
     fingerprint = job_fingerprint(job.imagery, job.labels)
-    if not job.overwrite:
-        check_fingerprint(job.out, fingerprint)
+    recorded = not job.overwrite and check_fingerprint(job.out, fingerprint)
     remove_partial_files(job.out)
-    started = build_manifest(
-        [], parameters, job.imagery.band_names, job.class_names, job.labels.nodata, fingerprint, unfinished=tiles
-    )
-    write_manifest(job.out, started)
+    if not recorded:
+        started = build_manifest(
+            [], parameters, job.imagery.band_names, job.class_names, job.labels.nodata, fingerprint, unfinished=tiles
+        )
+        write_manifest(job.out, started)
 
 
 def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Callable) -> None:
@@ -281,8 +279,9 @@ def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Ca
 def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict, unfinished: int | None = None) -> None:
     """The manifest and ESRI metadata of a job, in ``job.out``; ``unfinished`` tiles mark it incomplete."""
     fingerprint = job_fingerprint(job.imagery, job.labels)
+    records, labels = list(summary.records), job.labels
     manifest = build_manifest(
-        list(summary.records), parameters, summary.band_names, job.class_names, job.labels.nodata, fingerprint, unfinished
+        records, parameters, summary.band_names, job.class_names, labels.nodata, fingerprint, unfinished
     )
     write_manifest(job.out, manifest)
     written = sorted(r.key for r in summary.records if r.status == "written")

@@ -77,7 +77,7 @@ def label_options(function):
               help="Skip tiles whose valid-pixel fraction is lower.")
 @click.option("--min-labelled", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Skip tiles whose labelled-pixel fraction (not background, not ignored) is lower.")
-@click.option("--overwrite", is_flag=True, help="Redo tiles whose chips already exist.")
+@click.option("--overwrite", is_flag=True, help="Redo tiles whose chips already exist, whatever options made them.")
 def command(**values) -> None:
     """Write image and label chips (OUT/images, OUT/labels) for every tile.
 
@@ -85,18 +85,19 @@ def command(**values) -> None:
     Chips are tilesize + 2 * pad pixels square. A re-run skips finished tiles.
     """
     ctx = click.get_current_context()
-    # Locked before config.yaml is written: a second job must not touch the first one's folder.
-    with output_lock(values["out"]):
-        tiles, job = job_from_values(values, from_config=options_from_config(ctx, values))
-        with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
-            counts = {"written": 0, "skipped": 0, "failed": 0}
+    # Held until the command ends, and taken before config.yaml is written: a second job must not
+    # touch the first one's folder.
+    ctx.with_resource(output_lock(values["out"]))
+    tiles, job = job_from_values(values, from_config=options_from_config(ctx, values))
+    with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
+        counts = {"written": 0, "skipped": 0, "failed": 0}
 
-            def progress(record) -> None:
-                counts[record.status] += 1
-                bar.set_postfix(counts, refresh=False)
-                bar.update()
+        def progress(record) -> None:
+            counts[record.status] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update()
 
-            summary = create_samples(tiles, job, recorded_options(values), workers=values["workers"], on_record=progress)
+        summary = create_samples(tiles, job, recorded_options(values), workers=values["workers"], on_record=progress)
     for record in summary.records:
         if record.status == "failed":
             click.echo(f"failed: {record.key}: {record.reason}", err=True)
