@@ -268,3 +268,27 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_a_manifest_to_resume_fro
     assert resumed.output.startswith("12 written (") and earlier >= len(written)
     final = json.loads((out / "manifest.json").read_text())
     assert final["complete"] and "unfinished" not in final["counts"] and final["statistics"]["class_counts"]
+
+
+@pytest.mark.timeout(30)
+def test_nested_holders_share_the_lock_and_another_thread_is_refused(tmp_path):
+    import threading
+
+    refused = []
+
+    def other_job() -> None:
+        try:
+            with output_lock(str(tmp_path)):
+                pass
+        except OutputError as error:
+            refused.append(str(error))
+
+    with output_lock(str(tmp_path)):
+        with output_lock(os.path.join(str(tmp_path), ".")):  # the CLI's lock, then the library's, on one folder
+            pass
+        assert (tmp_path / LOCK_NAME).exists()
+        thread = threading.Thread(target=other_job)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1 and f"in use by another tfchips job (pid {os.getpid()} on" in refused[0]
+    assert not (tmp_path / LOCK_NAME).exists()

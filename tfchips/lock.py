@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Iterator
 
@@ -34,9 +35,9 @@ _ATTEMPTS = 5
 # Errors of filesystems without flock, where the recorded PID has to do.
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
-# Folders this process holds (real path -> depth), so that nested holders (the CLI, then
-# the library function it calls) share one lock instead of refusing each other.
-_held: dict[str, int] = {}
+# Real paths of the folders this thread holds, so that nested holders (the CLI, then the
+# library function it calls) share one lock; another thread's job is refused like a process's.
+_threads = threading.local()
 
 
 @contextlib.contextmanager
@@ -57,22 +58,16 @@ def output_lock(folder: str) -> Iterator[None]:
         yield
         return
     key = os.path.realpath(folder)
-    if key in _held:
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    descriptor = _acquire(folder)
+    held = _threads.__dict__.setdefault("held", set())
+    descriptor = None if key in held else _acquire(folder)
     if descriptor is None:
         yield
         return
-    _held[key] = 1
+    held.add(key)
     try:
         yield
     finally:
-        del _held[key]
+        held.discard(key)
         # Unlink while still holding it: a job that opened the old file sees it replaced and retries.
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, LOCK_NAME))
