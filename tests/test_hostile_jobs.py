@@ -134,14 +134,20 @@ def test_a_rerun_with_other_pixel_options_is_refused_naming_each_option(demo, ch
 
 
 @pytest.mark.timeout(30)
-def test_a_manifest_without_fingerprint_is_refused_too(demo, chips, tile_files, tmp_path):
+def test_a_manifest_without_or_with_a_hostile_fingerprint_is_refused_in_one_line(demo, chips, tile_files, tmp_path):
     out = tmp_path / "chips"
     shutil.copytree(chips, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    del manifest["fingerprint"]  # as an older tfchips, or a hand, wrote it
+    recorded = json.dumps(manifest.pop("fingerprint"))  # as an older tfchips, or a hand, wrote it
     (out / "manifest.json").write_text(json.dumps(manifest))
     refused = CliRunner().invoke(cli, job_args(demo, out, tile_files[0]))
     assert refused.exit_code == 1 and "records no options fingerprint" in refused.output
+    hostile = {**{f"option{i}": i for i in range(10_000)}, "\x1b[2J": "x" * 10_000}
+    (out / "manifest.json").write_text(json.dumps({"fingerprint": {**json.loads(recorded), **hostile}}))
+    made_up = CliRunner().invoke(cli, job_args(demo, out, tile_files[0]))
+    # 10,001 options differ: eight are listed, the quoted made-up name first.
+    assert made_up.exit_code == 1 and made_up.output.count("\n") == 1 and len(made_up.output) < 2000
+    assert '"\\u001b[2J" "xxx' in made_up.output and "; 9993 more)" in made_up.output
     (out / "manifest.json").write_text('{"fingerprint": [1, 2]}')
     broken = CliRunner().invoke(cli, job_args(demo, out, tile_files[0]))
     assert broken.exit_code == 1
@@ -211,10 +217,10 @@ def test_without_flock_the_recorded_process_decides(tmp_path, monkeypatch):
     try:
         time.sleep(0.1)
         holder = {"pid": alive.pid, "host": socket.gethostname(), "process_start": process_start(alive.pid),
-                  "started": "2026-01-01T00:00:00Z", "command": "tfchips create-samples\n--out x"}
+                  "started": "2026-01-01T00:00:00Z", "command": "tfchips create-samples\n--out x\x1b[2J"}
         (tmp_path / LOCK_NAME).write_text(json.dumps(holder))
         with pytest.raises(OutputError, match=rf"in use by another tfchips job \(pid {alive.pid} on .* running tfchips"
-                                              r" create-samples --out x\)"):
+                                              r" create-samples --out x\?\[2J\)"):
             with output_lock(str(tmp_path)):
                 pass
         # The same PID started at another time is another process: the lock is stale.

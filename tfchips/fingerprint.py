@@ -30,8 +30,9 @@ _LABEL_OPTIONS = {"path": "labels", "layer": "labels_layer"}
 _LOCATIONS = frozenset({"catalog", "labels", "extent"})
 # A manifest larger than this (bytes) is refused rather than read whole.
 MAX_MANIFEST_BYTES = 512 << 20
-# Values longer than this (characters) are shortened in messages.
+# Values longer than this (characters) are shortened in messages, which list this many options.
 _SHOWN = 80
+_LISTED = 8
 
 
 def job_fingerprint(imagery: ImageryRequest, labels: LabelRequest) -> dict[str, Any]:
@@ -76,10 +77,14 @@ def check_fingerprint(
     if recorded is None:
         raise ConfigError(f"{path} records no options fingerprint, so its chips may be made otherwise; {advice}")
     changed = [
-        f"{option_name(name)} {_shown(recorded.get(name))} there, {_shown(fingerprint.get(name))} now"
+        # A name the manifest made up is shown quoted, like a value.
+        f"{option_name(name) if name.isidentifier() else _shown(name)}"
+        f" {_shown(recorded.get(name))} there, {_shown(fingerprint.get(name))} now"
         for name in sorted(set(recorded) | set(fingerprint))
         if recorded.get(name) != fingerprint.get(name)
     ]
+    if len(changed) > _LISTED:
+        changed[_LISTED:] = [f"{len(changed) - _LISTED} more"]
     if changed:
         raise ConfigError(f"{out} holds chips made with other options ({'; '.join(changed)}); {advice}")
     return True

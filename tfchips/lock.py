@@ -155,8 +155,9 @@ def _describe(holder: dict) -> str:
     fields = [f"pid {holder.get('pid')}", f"on {holder.get('host')}", f"since {holder.get('started')}"]
     if holder.get("command"):
         fields.append(f"running {holder['command']}")
-    # The file is anybody's to write: keep the message one line and short.
-    return " ".join(" ".join(str(f).split()) for f in fields)[:400]
+    # The file is anybody's to write: keep the message one short line of printable characters.
+    text = " ".join(" ".join(str(f).split()) for f in fields)[:400]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _alive(holder: dict) -> bool:
