@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
             locks.enter_context(output_lock(folder))
         if out is not None:
-            # --overwrite stands for both outputs: a complete dataset in OUT is refused without it.
+            # --overwrite stands for both outputs: a complete dataset in the --tfrecords folder needs it.
             record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
                              "skip_bad": False, "overwrite": values["overwrite"],
                              "shards": record_values["shards"] or 1}
