@@ -30,6 +30,7 @@ from tfchips.console import one_line_errors
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.errors import ChipError, ConfigError, RecordError
+from tfchips.lock import output_lock
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.encoder import EncodedChip
 from tfchips.records.plan import parse_split_by, plan_shards
@@ -255,7 +256,7 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     options = writer_options(values)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+    with output_lock(values["out"]), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         build(pipeline, values["chips"], values["out"], options)
 
 

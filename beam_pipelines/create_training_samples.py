@@ -5,14 +5,16 @@
 
 Takes every option of ``tfchips create-samples``; with ``--tfrecords DIR`` (and the record
 options of ``tfchips to-tfrecords``: ``--encoding``, ``--shards``, ``--split``, ...) it writes
-shards and dataset.json to DIR instead of a chip folder. The rest go to Beam's PipelineOptions.
+shards and dataset.json to DIR instead of a chip folder; a DIR holding a complete dataset needs
+``--overwrite``, as with ``to-tfrecords``. Local outputs are locked for the run (`tfchips.lock`).
+The rest go to Beam's PipelineOptions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -32,9 +34,11 @@ from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.cli.to_tfrecords import writer_options
 from tfchips.grid import Tile, key_to_filename
 from tfchips.labels import load_ground_truth
+from tfchips.lock import output_lock
 from tfchips.records import RecordOptions, WriterOptions
-from tfchips.records.writer import encode_or_bad
-from tfchips.samples import JobSummary, SampleJob, make_sample, write_job_metadata
+from tfchips.records.writer import check_output_folder, encode_or_bad
+from tfchips.samples import JobSummary, SampleJob, make_sample, start_job, write_job_metadata
+from tfchips.workers import JobProcess, watch_job
 
 FAILED = "failed"
 
@@ -44,9 +48,11 @@ class SampleTile(beam.DoFn):
 
     def __init__(self, job: SampleJob) -> None:
         self.job = job
+        self.launcher = JobProcess.current()
         self.counters = {s: Metrics.counter("tfchips", f"tiles_{s}") for s in ("written", "skipped", "failed")}
 
     def setup(self) -> None:
+        watch_job(self.launcher)  # a local worker process ends with the pipeline's, even SIGKILLed
         load_ground_truth(self.job.labels)  # once per worker, not per element
 
     def process(self, key: str):
@@ -154,19 +160,26 @@ def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values.pop("tfrecords")
-    if out is not None:
-        record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
-                         "skip_bad": False, "overwrite": True, "shards": record_values["shards"] or 1}
-        options = writer_options(record_values)
-        if not storage.is_url(out):
-            os.makedirs(out, exist_ok=True)
-    tiles, job = job_from_values(values, from_config)
-    remove_partial_files(job.out)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        if out is None:
-            build(pipeline, tiles, job, recorded_options(values))
-        else:
-            build_records(pipeline, tiles, job, out, options)
+    with contextlib.ExitStack() as locks:
+        # Local outputs are locked before anything is written to them (URLs are not locked).
+        for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
+            locks.enter_context(output_lock(folder))
+        if out is not None:
+            # --overwrite stands for both outputs: a complete dataset in the --tfrecords folder needs it.
+            record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
+                             "skip_bad": False, "overwrite": values["overwrite"],
+                             "shards": record_values["shards"] or 1}
+            options = writer_options(record_values)
+            if not storage.is_url(out):
+                check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
+        tiles, job = job_from_values(values, from_config, chips=out is None)
+        with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+            if out is None:
+                start_job(job, recorded_options(values), len(tiles))
+                build(pipeline, tiles, job, recorded_options(values))
+            else:
+                remove_partial_files(job.out)
+                build_records(pipeline, tiles, job, out, options)
 
 
 if __name__ == "__main__":

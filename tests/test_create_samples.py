@@ -214,7 +214,9 @@ def test_chips_made_with_other_bands_are_made_again(demo, reference_run, tmp_pat
     shutil.copytree(reference_run, out)
     args = options(demo, out)
     args[args.index("--bands") + 1] = "red,green,blue"
-    result = run(args)
+    refused = run(args)  # the folder's manifest records other --bands: only --overwrite remakes its chips
+    assert refused.exit_code == 1 and '--bands ["blue", "green", "red", "nir"] there' in refused.output
+    result = run([*args, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "(0 from an earlier run)" in result.output
     for name in os.listdir(out / "images"):

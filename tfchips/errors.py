@@ -59,3 +59,7 @@ class RecordError(TfchipsError, ValueError):
 
 class OutputError(TfchipsError, OSError):
     """The output folder cannot be created or written (names the path)."""
+
+
+class WorkerError(TfchipsError, ChildProcessError):
+    """A worker process died mid-job (killed, out of memory); names the tiles left unfinished."""

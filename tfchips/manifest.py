@@ -109,12 +109,22 @@ def build_manifest(
     band_names: tuple[str, ...],
     class_names: dict[int, str],
     ignore_value: int | None,
+    fingerprint: dict | None = None,
+    unfinished: int | None = None,
 ) -> dict:
-    """The manifest of a create-samples run (see README, "Chip folders")."""
+    """The manifest of a create-samples run (see README, "Chip folders").
+
+    ``fingerprint`` is `tfchips.fingerprint.job_fingerprint` of the job. A run that
+    did not finish (``unfinished`` tiles left, or None when it did) is marked
+    ``complete: false`` and has no ``statistics``: its folder may hold chips no
+    record describes, so readers compute them from the chips.
+    """
     counts = {status: sum(r.status == status for r in records) for status in ("written", "skipped", "failed")}
-    return {
+    manifest = {
         "tfchips_version": __version__,
+        "complete": unfinished is None,
         "parameters": parameters,
+        "fingerprint": fingerprint,
         "band_names": list(band_names),
         "class_names": {str(k): v for k, v in sorted(class_names.items())},
         "ignore_value": ignore_value,
@@ -122,6 +132,10 @@ def build_manifest(
         "statistics": dataset_statistics(records, band_names),
         "tiles": [r.as_json() for r in sorted(records, key=lambda r: r.key)],
     }
+    if unfinished is not None:
+        counts["unfinished"] = unfinished
+        del manifest["statistics"]
+    return manifest
 
 
 def publish_text(path: str, text: str) -> None:

@@ -1,33 +1,43 @@
 """The create-samples job: tiles in, chip pairs and a manifest out.
 
 `make_sample` is the whole work for one tile (imagery, labels, checks, chips);
-`create_samples` runs it over many tiles in worker processes, resumes what an
-earlier run finished, and writes the manifest and ESRI metadata once at the end.
+`create_samples` locks the folder, checks that an earlier run there used the same
+pixel options (`start_job`), runs `make_sample` over many tiles in worker processes
+that end with the job (`tfchips.workers`), resumes what the earlier run finished,
+and writes the manifest and ESRI metadata at the end.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
+import itertools
 import os
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from tfchips import storage
 from tfchips.chips import (
+    MANIFEST_NAME,
     chip_pair_exists,
     chip_paths,
     read_written_pair,
     remove_partial_files,
     write_chip_pair,
 )
-from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError
+from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError, WorkerError
+from tfchips.fingerprint import check_fingerprint, job_fingerprint
 from tfchips.grid import Tile, key_to_filename
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.esri import remove_esri_metadata, write_esri_metadata
+from tfchips.lock import output_lock
 from tfchips.manifest import ChipRecord, build_manifest, chip_record, labelled_fraction, write_manifest
 from tfchips.sources.base import redact_text
+from tfchips.workers import process_pool
+
+# Tiles queued per worker process.
+_IN_FLIGHT_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -161,52 +171,116 @@ def create_samples(
     """Write the chip folder ``job.out`` for ``tiles`` using ``workers`` processes.
 
     ``parameters`` (the effective job options) go into the manifest; ``on_record``
-    is called in this process as each tile finishes (progress bars).
+    is called in this process as each tile finishes (progress bars). The folder is
+    locked for the job (`tfchips.lock.output_lock`).
+
+    Raises:
+        OutputError: another job holds ``job.out``, or it cannot be written.
+        ConfigError: ``job.out`` holds chips made with other pixel options (see
+            `start_job`).
+        WorkerError: a worker process died; the manifest then lists the tiles
+            that finished, and the same call again resumes.
     """
     tiles = list(dict.fromkeys(tiles))
-    if not storage.is_url(job.out):
-        os.makedirs(job.out, exist_ok=True)
-    remove_partial_files(job.out)
-    records: list[ChipRecord] = []
-    band_names: tuple[str, ...] = ()
+    with output_lock(job.out):
+        start_job(job, parameters, len(tiles))
+        records: dict[int, ChipRecord] = {}
+        band_names: tuple[str, ...] = ()
 
-    def collect(record: ChipRecord, names: tuple[str, ...] = ()) -> None:
-        nonlocal band_names
-        band_names = band_names or names
-        records.append(record)
-        if on_record is not None:
-            on_record(record)
+        def collect(index: int, record: ChipRecord, names: tuple[str, ...]) -> None:
+            nonlocal band_names
+            band_names = band_names or names
+            records[index] = record
+            if on_record is not None:
+                on_record(record)
 
-    pending = tiles
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(pending) <= 1:
-        for tile in pending:
-            collect(*make_sample(tile, job))
-    else:
-        # forkserver: workers start clean even when the caller has TensorFlow's threads running.
-        context = multiprocessing.get_context("forkserver")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            try:
-                for record, names in pool.map(make_sample, pending, [job] * len(pending), chunksize=1):
-                    collect(record, names)
-            except BaseException:
-                # Without this the pool would finish every queued tile before the error surfaces.
-                pool.shutdown(cancel_futures=True)
-                raise
-    summary = JobSummary(tuple(records), band_names)
-    write_job_metadata(summary, job, parameters)
+        def finish(unfinished: int | None = None) -> JobSummary:
+            summary = JobSummary(tuple(records[i] for i in sorted(records)), band_names)
+            write_job_metadata(summary, job, parameters, unfinished)
+            return summary
+
+        workers = workers or os.cpu_count() or 1
+        try:
+            if workers == 1 or len(tiles) <= 1:
+                for index, tile in enumerate(tiles):
+                    collect(index, *make_sample(tile, job))
+            else:
+                _sample_in_pool(tiles, job, workers, collect)
+        except WorkerError:
+            finish(unfinished=len(tiles) - len(records))
+            raise
+        summary = finish()
     return summary
 
 
-def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict) -> None:
-    """The manifest and ESRI metadata of a finished job, in ``job.out``."""
-    manifest = build_manifest(list(summary.records), parameters, summary.band_names, job.class_names, job.labels.nodata)
+def start_job(job: SampleJob, parameters: dict, tiles: int) -> None:
+    """Make ``job.out`` (locked, and created if local) ready for a job of ``tiles`` tiles, or refuse it.
+
+    Unless ``job.overwrite``, a folder whose manifest records other pixel options
+    (`tfchips.fingerprint`) is refused before anything in it changes. Temporary
+    files of a killed run are removed. Unless the manifest already records this
+    job's options (a resume, which keeps it until the job ends), a manifest marked
+    incomplete records them before any chip is written, so that a job killed from
+    here on leaves a folder the next job can check.
+    """
+    fingerprint = job_fingerprint(job.imagery, job.labels)
+    recorded = not job.overwrite and check_fingerprint(job.out, fingerprint)
+    remove_partial_files(job.out)
+    if not recorded:
+        started = build_manifest(
+            [], parameters, job.imagery.band_names, job.class_names, job.labels.nodata, fingerprint, unfinished=tiles
+        )
+        write_manifest(job.out, started)
+
+
+def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Callable) -> None:
+    """`make_sample` over ``tiles`` in ``workers`` processes, ``collect(index, record, band_names)`` as each ends."""
+    queued = iter(enumerate(tiles))
+    with process_pool(workers) as pool:
+        running: dict[concurrent.futures.Future, tuple[int, Tile]] = {}
+
+        def submit(count: int) -> None:
+            for index, tile in itertools.islice(queued, count):
+                running[pool.submit(make_sample, tile, job)] = index, tile
+
+        try:
+            # A few tiles in flight per worker: the queue stays full without holding every tile's task.
+            submit(_IN_FLIGHT_PER_WORKER * workers)
+            while running:
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        broken = True
+                    else:
+                        index, _ = running.pop(future)
+                        collect(index, *future.result())
+                if broken:
+                    keys = sorted(tile.key for _, tile in running.values())
+                    raise WorkerError(
+                        f"a worker process died (killed, perhaps by the out-of-memory killer) with tile(s)"
+                        f" {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} in progress; the tiles that"
+                        f" finished are in {storage.join(job.out, MANIFEST_NAME)}: run the same job again to resume"
+                    )
+                submit(len(done))
+        except BaseException:
+            # Without this the pool would finish every queued tile before the error surfaces.
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict, unfinished: int | None = None) -> None:
+    """The manifest and ESRI metadata of a job, in ``job.out``; ``unfinished`` tiles mark it incomplete."""
+    fingerprint = job_fingerprint(job.imagery, job.labels)
+    records, labels = list(summary.records), job.labels
+    manifest = build_manifest(
+        records, parameters, summary.band_names, job.class_names, labels.nodata, fingerprint, unfinished
+    )
     write_manifest(job.out, manifest)
     written = sorted(r.key for r in summary.records if r.status == "written")
-    if written:
+    if written and unfinished is None:
         first = Tile.from_key(written[0])
         names = [key_to_filename(key) + ".tif" for key in written]
         write_esri_metadata(job.out, manifest, first.size, first.resolution, first.crs, names)
     else:
         remove_esri_metadata(job.out)
-

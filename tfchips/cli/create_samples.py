@@ -13,9 +13,11 @@ from tfchips.cli import options
 from tfchips.cli.config import config_option, save_effective_config
 from tfchips.errors import ConfigError, OutputError
 from tfchips import storage
+from tfchips.fingerprint import check_fingerprint, job_fingerprint
 from tfchips.grid import Tile, tiles_for_shape
 from tfchips.imagery import ImageryRequest
 from tfchips.labels import LabelRequest, load_ground_truth
+from tfchips.lock import output_lock
 from tfchips.samples import SampleJob, create_samples
 from tfchips.sources import open_source
 from tfchips.redaction import redact_json
@@ -75,7 +77,7 @@ def label_options(function):
               help="Skip tiles whose valid-pixel fraction is lower.")
 @click.option("--min-labelled", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Skip tiles whose labelled-pixel fraction (not background, not ignored) is lower.")
-@click.option("--overwrite", is_flag=True, help="Redo tiles whose chips already exist.")
+@click.option("--overwrite", is_flag=True, help="Redo tiles whose chips already exist, whatever options made them.")
 def command(**values) -> None:
     """Write image and label chips (OUT/images, OUT/labels) for every tile.
 
@@ -83,6 +85,9 @@ def command(**values) -> None:
     Chips are tilesize + 2 * pad pixels square. A re-run skips finished tiles.
     """
     ctx = click.get_current_context()
+    # Held until the command ends, and taken before config.yaml is written: a second job must not
+    # touch the first one's folder.
+    ctx.with_resource(output_lock(values["out"]))
     tiles, job = job_from_values(values, from_config=options_from_config(ctx, values))
     with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
         counts = {"written": 0, "skipped": 0, "failed": 0}
@@ -101,13 +106,16 @@ def command(**values) -> None:
         sys.exit(1)
 
 
-def job_from_values(values: dict, from_config: frozenset[str] = frozenset()) -> tuple[list[Tile], SampleJob]:
+def job_from_values(
+    values: dict, from_config: frozenset[str] = frozenset(), chips: bool = True
+) -> tuple[list[Tile], SampleJob]:
     """Tiles and job from this command's option values; saves them as OUT/config.yaml.
 
     ``from_config`` names the options that came from ``--config`` rather than the
-    command line. The labels are read and every catalog opened first, so that an
-    input no tile can use stops the job before anything is written. The Beam
-    pipeline calls this too.
+    command line. The labels are read and every catalog opened first, and unless
+    --overwrite a folder of chips made with other options is refused, so that a
+    job that cannot run stops before anything is written. The Beam pipeline calls
+    this too, with ``chips`` False when its chips go to TFRecords, not to OUT.
     """
     tiles = _tiles(values, from_config)
     job = SampleJob(
@@ -123,6 +131,8 @@ def job_from_values(values: dict, from_config: frozenset[str] = frozenset()) -> 
     stacked = job.imagery.stack
     for product in (job.imagery, *job.imagery.merge, *stacked, *(m for s in stacked for m in s.merge)):
         open_source(product.catalog, product.collection)
+    if chips and not job.overwrite:
+        check_fingerprint(job.out, job_fingerprint(job.imagery, job.labels), option_flag, "--overwrite")
     try:
         if not storage.is_url(job.out):
             os.makedirs(job.out, exist_ok=True)
@@ -130,6 +140,11 @@ def job_from_values(values: dict, from_config: frozenset[str] = frozenset()) -> 
     except OSError as error:
         raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
     return tiles, job
+
+
+def option_flag(name: str) -> str:
+    """The flag of a job option named as `tfchips.fingerprint` names it: labels_layer -> --labels-layer."""
+    return "--" + name.replace("_", "-")
 
 
 def recorded_options(values: dict) -> dict:

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from tfchips.lock import output_lock
 from tfchips.records.codecs import DECODERS, ENCODINGS
 from tfchips.records.encoder import RecordOptions
 from tfchips.records.plan import parse_splits
@@ -92,7 +93,8 @@ def command(**values) -> None:
 
     CHIPS may be an ESRI export in the Classified Tiles metadata format; other formats are refused.
     """
-    description = write_tfrecords(values["chips"], values["out"], writer_options(values))
+    with output_lock(values["out"]):
+        description = write_tfrecords(values["chips"], values["out"], writer_options(values))
     for split, info in description["splits"].items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
     for bad in description["skipped"]:
