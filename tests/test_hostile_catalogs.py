@@ -187,7 +187,7 @@ def test_a_network_catalog_cannot_name_local_files_or_gdal_paths(tmp_path, serve
     scenes = {scene.id: scene for scene in source.search(TILE, SceneQuery())}
     assert sorted(scenes) == sorted(hrefs)
     for name, href in hrefs.items():
-        message = rf"{public.url}/{name}\.json: asset 'red' of item '{name}' .* {href} is refused: {NETWORK_ONLY}"
+        message = rf"^asset 'red' of item '{name}' \({public.url}/{name}\.json\) {href} is refused: {NETWORK_ONLY}"
         with pytest.raises(ItemError, match=message):
             source.read(scenes[name], ["red"], TILE)
     assert internal.paths == []  # /vsicurl/ reached no host
@@ -436,3 +436,31 @@ def test_items_with_unusable_geometries_are_left_out_and_the_job_goes_on(tmp_pat
 
     imagery = imagery_for_tile(TILE, ImageryRequest.from_options({"catalog": path, "bands": "red"}))
     assert (imagery.data == 9).all() and imagery.scenes == ("bowtie",)  # closest: the latest scene
+
+
+@pytest.mark.timeout(30)
+def test_create_samples_refuses_a_local_asset_of_a_network_catalog_unless_the_config_allows_it(
+    tmp_path, serve, monkeypatch
+):
+    from conftest import write_vector
+
+    for variable in TRUST_VARIABLES.values():
+        monkeypatch.setenv(variable, "")  # the command sets them for its workers; restored after
+    secret = _geotiff(tmp_path / "secret.tif", 77)
+    public = serve(_files({"/catalog.json": _catalog(["./a.json"]), "/a.json": _item("a", f"file://{secret}")}))
+    labels = write_vector(tmp_path / "labels.geojson", [TILE.geometry.buffer(0.01)], fields={"class": [1]})
+    (tmp_path / "tiles.txt").write_text(TILE.key + "\n")
+    args = ["create-samples", "--catalog", public.url + "/catalog.json", "--bands", "red", "--labels", labels,
+            "--attribute", "class", "--tiles", str(tmp_path / "tiles.txt"), "--workers", "1"]
+
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 1
+    assert f"failed: {TILE.key}: asset 'red' of item 'a' ({public.url}/a.json) file://{secret} is refused" in refused.output
+
+    open_source.cache_clear()
+    (tmp_path / "job.yaml").write_text("allow-local-assets: true\n")
+    allowed = CliRunner().invoke(cli, [*args, "--config", str(tmp_path / "job.yaml"), "--out", str(tmp_path / "ok")])
+    assert allowed.exit_code == 0, allowed.output
+    (chip,) = (tmp_path / "ok" / "images").iterdir()
+    with rasterio.open(chip) as dataset:
+        assert (dataset.read() == 77).all()  # what the user allowed is read

@@ -96,7 +96,8 @@ class TrustBoundary:
         Args:
             href: an absolute path or URL, as named in the document.
             named_by: where the document naming it was read from.
-            what: what ``href`` is, for the error ("asset 'red' of item 'a'", "item link").
+            what: what ``href`` is, for the error ("item link"); the error names ``named_by``
+                first unless ``what`` does ("asset 'red' of item 'a' (URL)").
             error: the exception type to raise.
 
         Raises:
@@ -104,7 +105,8 @@ class TrustBoundary:
         """
         problem = self._problem(href, _is_remote(named_by))
         if problem is not None:
-            raise error(redact_text(f"{named_by}: {what} {href} is refused: {problem}"))
+            subject = what if named_by in what else f"{named_by}: {what}"
+            raise error(redact_text(f"{subject} {href} is refused: {problem}"))
         return href
 
     def _problem(self, href: str, from_network: bool) -> str | None:
