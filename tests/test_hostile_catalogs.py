@@ -20,7 +20,10 @@ from tfchips.errors import CatalogError, ConfigError, ItemError
 from tfchips.grid import Tile
 from tfchips.imagery import ImageryRequest, imagery_for_tile
 from tfchips.sources import CatalogLimits, SceneQuery, TrustBoundary, open_source
+from tfchips.sources.limits import ENVIRONMENT as LIMIT_VARIABLES
 from tfchips.sources.trust import ENVIRONMENT as TRUST_VARIABLES
+
+from test_flaky_sources import _landing_page
 
 TILE = Tile(tilesize=8, pad=0, resolution=10.0, zone=13, ti=-135, tj=6170)
 WEST, SOUTH, EAST, NORTH = TILE.bounds
@@ -37,6 +40,11 @@ class _Server(http.server.ThreadingHTTPServer):
         self.handle, self.paths = handle, []
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://{host}:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -89,29 +97,26 @@ def _files(documents: dict):
 
 @pytest.fixture
 def serve():
+    """Starts `_Server`s for the test and stops them all after it."""
     servers = []
 
     def start(handle, host="127.0.0.1"):
-        server = _Server(handle, host)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
+        servers.append(_Server(handle, host))
+        return servers[-1]
 
-    open_source.cache_clear()
     yield start
-    open_source.cache_clear()
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
 def strict_environment(monkeypatch):
     """Each test starts from the default boundary and limits, and fast retries."""
-    for variable in (*TRUST_VARIABLES.values(), "TFCHIPS_CATALOG_MAX_BYTES", "TFCHIPS_HTTP_DEADLINE",
-                     "TFCHIPS_STAC_MAX_PAGES", "TFCHIPS_CATALOG_MAX_ITEMS"):
+    for variable in (*TRUST_VARIABLES.values(), *LIMIT_VARIABLES.values()):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("TFCHIPS_RETRY_BACKOFF", "0.001")
+    open_source.cache_clear()
+    yield
     open_source.cache_clear()
 
 
@@ -144,17 +149,6 @@ def _item(item_id: str, href: str, day: int = 1, geometry=None) -> dict:
 def _catalog(items=(), children=()) -> dict:
     links = [{"rel": "item", "href": h} for h in items] + [{"rel": "child", "href": h} for h in children]
     return {"type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "hostile", "links": links}
-
-
-def _landing(url: str) -> dict:
-    return {
-        "type": "Catalog",
-        "stac_version": "1.0.0",
-        "id": "api",
-        "description": "loopback STAC API",
-        "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
-        "links": [{"rel": "search", "href": url + "/search", "type": "application/geo+json", "method": "POST"}],
-    }
 
 
 def _write_json(path, document) -> str:
@@ -205,7 +199,7 @@ def test_stac_api_items_cannot_name_local_files(tmp_path, serve):
 
     def handle(handler):
         if handler.path == "/":
-            return _send(handler, json.dumps(_landing(server.url)).encode())
+            return _send(handler, json.dumps(_landing_page(server.url)).encode())
         page = {"type": "FeatureCollection", "features": [_item("a", f"file://{secret}")], "links": []}
         _send(handler, json.dumps(page).encode(), kind="application/geo+json")
 
@@ -305,7 +299,7 @@ def _paging_forever(serve):
 
     def handle(handler):
         if handler.path == "/":
-            return _send(handler, json.dumps(_landing(server.url)).encode())
+            return _send(handler, json.dumps(_landing_page(server.url)).encode())
         page = int(handler.path.partition("page=")[2] or 0)
         links = [{"rel": "next", "href": f"{server.url}/search?page={page + 1}", "method": "GET"}]
         body = {"type": "FeatureCollection", "features": [_item(f"p{page}", "./v.tif")], "links": links}
@@ -455,7 +449,8 @@ def test_create_samples_refuses_a_local_asset_of_a_network_catalog_unless_the_co
 
     refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "refused")])
     assert refused.exit_code == 1
-    assert f"failed: {TILE.key}: asset 'red' of item 'a' ({public.url}/a.json) file://{secret} is refused" in refused.output
+    refusal = f"failed: {TILE.key}: asset 'red' of item 'a' ({public.url}/a.json) file://{secret} is refused"
+    assert refusal in refused.output
 
     open_source.cache_clear()
     (tmp_path / "job.yaml").write_text("allow-local-assets: true\n")
