@@ -100,6 +100,7 @@ class StaticCatalog(_ItemSource):
         for entry in _walk(_catalog_file(href), self._documents):
             if collection is not None and entry.data.get("collection") != collection:
                 continue
+            _check_datetime(entry)
             label = redact_text(f"item {entry.id!r} ({entry.href})")
             footprint = _footprint(entry.data, label)
             if footprint is not None:
@@ -380,6 +381,15 @@ def _resolve(href: str, where: str) -> str:
 def _absolute(href: str) -> str:
     """One spelling per file: local paths made absolute and normalised, URLs as they are."""
     return href if "://" in href else os.path.normpath(os.path.abspath(href))
+
+
+def _check_datetime(entry: _Entry) -> None:
+    """pystac's rule for an item's time, in pystac's words (which the error table documents)."""
+    properties = entry.data.get("properties")
+    if isinstance(properties, dict) and properties.get("datetime") is None:
+        if not (properties.get("start_datetime") and properties.get("end_datetime")):
+            problem = "Invalid Item: If datetime is None, a start_datetime and end_datetime must be supplied."
+            raise ItemError(redact_text(f"{entry.href}: cannot read STAC JSON ({problem})"))
 
 
 def _footprint(data: dict, label: str) -> shapely.Geometry | None:
