@@ -6,6 +6,11 @@
 - an ``http(s)://`` URL ending in ``.json``: a static STAC catalog or collection (`StaticCatalog`);
 - any other ``http(s)://`` URL: a STAC API that answers ``/search`` (`StacApi`);
 - anything else: a local ``catalog.json`` / ``collection.json``, or a folder holding one.
+
+What a STAC catalog may make tfchips read is bounded by a `TrustBoundary` (network catalogs
+name only http(s), s3 and gs URLs; no catalog names a device or standard input) and by
+`CatalogLimits` (bytes per document, seconds per request, pages per search, items per
+static catalog); both default to the environment's ``TFCHIPS_*`` settings.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class StacApi(_ItemSource):
                 what=f"opening {redact_url(url)}",
             )
         except Exception as error:  # requests, APIError, STACTypeError: all mean "not usable"
-            raise CatalogError(masked(f"{url}: cannot open the STAC API ({first_line(error)})", url)) from None
+            raise CatalogError(_masked(f"{url}: cannot open the STAC API ({first_line(error)})", url)) from None
         if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
             raise CatalogError(redact_text(f"{url}: not a STAC API with item search (no /search conformance)"))
         self._server_query = self._client.conforms_to(ConformanceClasses.QUERY)
@@ -184,7 +184,7 @@ class StacApi(_ItemSource):
             items = [pystac.Item.from_dict(feature, preserve_dict=False) for feature in features]
         except Exception as error:
             message = f"{self.name}: search failed for tile {tile.key} ({first_line(error)})"
-            raise CatalogError(masked(message, self.name)) from None
+            raise CatalogError(_masked(message, self.name)) from None
         # Filter again here: servers differ on open intervals and some ignore `query`.
         scenes = [scene_from_item(item) for item in items]
         return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
@@ -245,7 +245,7 @@ class _Documents:
             raise error_type(redact_text(f"{href}: no such file")) from None
         except Exception as error:  # OSError, requests, JSON errors alike
             message = f"{href}: cannot read STAC JSON ({first_line(error)})"
-            raise error_type(masked(message, self._catalog)) from None
+            raise error_type(_masked(message, self._catalog)) from None
         if not isinstance(data, dict):
             raise error_type(redact_text(f"{href}: not a STAC object (JSON {type(data).__name__})"))
         return data
@@ -259,7 +259,7 @@ class _Documents:
         return response.content
 
 
-def masked(text: str, url: str) -> str:
+def _masked(text: str, url: str) -> str:
     """``text`` with its URLs redacted and, wherever they appear, the secrets of ``url``.
 
     Libraries quote parts of URLs that `redact_text` cannot recognise as URLs ("Max retries
