@@ -252,6 +252,11 @@ def test_allowed_hosts_keep_assets_and_redirects_on_the_listed_hosts(tmp_path, s
         source.read(source.search(TILE, SceneQuery())[0], ["red"], TILE)
     with pytest.raises(CatalogError, match=r"request for http://localhost:\d+/b\.json is refused: host 'localhost'"):
         open_source(public.url + "/redirect.json", boundary=only)
+    local = _write_json(tmp_path / "local.json", _catalog(["./c.json"]))
+    _write_json(tmp_path / "c.json", _item("c", f"/vsicurl/{internal.url}/v.tif"))
+    source = open_source(local, boundary=only)  # a local catalog may name /vsicurl/, but not past the list
+    with pytest.raises(ItemError, match=r"/vsicurl/http://localhost:\d+/v\.tif is refused: host 'localhost'"):
+        source.read(source.search(TILE, SceneQuery())[0], ["red"], TILE)
     assert internal.paths == []
 
     listed = TrustBoundary(allowed_hosts=("example.org", "localhost"))

@@ -19,8 +19,8 @@ policy they come from the environment, read when a source is opened:
 ``TFCHIPS_CATALOG_ALLOW_LOCAL``     0        1: network catalogs may name local files
                                              (devices and standard input never)
 ``TFCHIPS_CATALOG_ALLOWED_HOSTS``   (all)    comma-separated hosts: URLs that catalogs
-                                             name must be on one of them (or on the
-                                             host of the catalog itself)
+                                             name (inside /vsicurl/ paths too) must be
+                                             on one of them or on the catalog's host
 ==================================  =======  ==========================================
 
 A host matches itself and its subdomains (``amazonaws.com`` matches
@@ -49,6 +49,8 @@ _SPECIAL_FOLDERS = ("/dev/", "/proc/", "/sys/")
 _STREAMS = re.compile(r"/vsistd(in|out)(/|$)", re.I)
 # Leading GDAL prefixes such as /vsizip/ or /vsigzip/, chained any number of times.
 _VSI_PREFIX = re.compile(r"^(/vsi[a-z0-9_]+/)+", re.I)
+# The URL inside a GDAL path such as /vsicurl/https://host/a.tif.
+_WRAPPED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.*")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -123,6 +125,9 @@ class TrustBoundary:
             )
         if scheme not in ("", "file"):
             return f"tfchips reads no {scheme}:// URLs" if from_network else None
+        wrapped = _WRAPPED_URL.search(href) if href.startswith("/vsi") else None
+        if wrapped is not None:  # /vsicurl/https://host/...: that host must be allowed too
+            return self._problem(wrapped.group(0), from_network=False)
         return _special_file(urllib.parse.unquote(urllib.parse.urlsplit(href).path) if scheme else href)
 
     def _allows_host(self, host: str) -> bool:
