@@ -123,7 +123,10 @@ def _too_large(where: str, limits: CatalogLimits) -> CatalogError:
 def read_local(path: str, limits: CatalogLimits) -> bytes:
     """The bytes of a local file of at most ``max_bytes``; OSError when it cannot be read."""
     with open(path, "rb") as stream:
-        return read_body(stream.read1, path, limits, time.monotonic())
+        data = stream.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise _too_large(path, limits)
+    return data
 
 
 def bound_session(

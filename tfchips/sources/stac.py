@@ -414,7 +414,7 @@ def _footprint(data: dict, label: str) -> shapely.Geometry | None:
             elif not all(np.isfinite(ring).all() for ring in rings):
                 problem = "NaN or infinite coordinates"  # which GEOS would call an unclosed ring
             else:
-                footprint = shapely.polygons(rings[0], holes=rings[1:] or None)
+                return shapely.polygons(rings[0], holes=rings[1:] or None)
         else:
             footprint = shape(geometry)
         if problem is None:
