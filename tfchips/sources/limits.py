@@ -14,9 +14,9 @@ environment like the `RetryPolicy`, read when a source is opened:
 ``TFCHIPS_CATALOG_MAX_ITEMS``   250000      items one static catalog may hold
 ==============================  ==========  =========================================
 
-``TFCHIPS_HTTP_TIMEOUT`` (see `tfchips.sources.retry`) still bounds each wait for bytes;
-the deadline bounds their sum, so a server that sends one byte every half second is
-cut off too. A document over a limit is not retried: it fails with a `CatalogError`
+``TFCHIPS_HTTP_TIMEOUT`` (see `tfchips.sources.retry`) still bounds each wait for bytes
+(and is cut to the deadline); the deadline is checked as each chunk arrives, so a server
+that sends one byte every half second is cut off too, at most one wait past it. A document over a limit is not retried: it fails with a `CatalogError`
 that names the URL or path, the limit and the variable that raises it.
 """
 
@@ -68,7 +68,7 @@ class CatalogLimits:
 
     def too_many_items(self, catalog: str) -> CatalogError:
         """The error of a static catalog that holds more than ``max_items`` items."""
-        return limit_error(
+        return _limit_error(
             f"{catalog}: holds more than {self.max_items} items (raise TFCHIPS_CATALOG_MAX_ITEMS to read it)"
         )
 
@@ -79,7 +79,7 @@ class CatalogLimits:
         )
 
 
-def limit_error(message: str) -> CatalogError:
+def _limit_error(message: str) -> CatalogError:
     """A `CatalogError` with credentials in its URLs masked."""
     return CatalogError(redact_text(message))
 
@@ -104,7 +104,7 @@ def read_body(
     chunks, size = [], 0
     while True:
         if time.monotonic() - started > limits.deadline:
-            raise limit_error(
+            raise _limit_error(
                 f"{where}: no complete answer within {limits.deadline:g} s (TFCHIPS_HTTP_DEADLINE sets the limit)"
             )
         chunk = read1(_CHUNK)
@@ -117,7 +117,7 @@ def read_body(
 
 
 def _too_large(where: str, limits: CatalogLimits) -> CatalogError:
-    return limit_error(f"{where}: larger than {limits.max_bytes} bytes (TFCHIPS_CATALOG_MAX_BYTES sets the limit)")
+    return _limit_error(f"{where}: larger than {limits.max_bytes} bytes (TFCHIPS_CATALOG_MAX_BYTES sets the limit)")
 
 
 def read_local(path: str, limits: CatalogLimits) -> bytes:
@@ -162,6 +162,7 @@ class _BoundedAdapter(HTTPAdapter):
                 started,
                 int(length) if length.isdigit() else None,
             )
+            response._content_consumed = True  # so that closing keeps the connection for reuse
         finally:
-            response.close()
+            response.close()  # drops the connection of a body left unread
         return response
