@@ -59,6 +59,7 @@ def output_lock(folder: str) -> Iterator[None]:
         return
     key = os.path.realpath(folder)
     held = _threads.__dict__.setdefault("held", set())
+    created = not os.path.lexists(folder)
     descriptor = None if key in held else _acquire(folder)
     if descriptor is None:
         yield
@@ -72,6 +73,10 @@ def output_lock(folder: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, LOCK_NAME))
         os.close(descriptor)
+        if created:
+            # A job that failed before writing anything leaves no empty folder behind.
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _acquire(folder: str) -> int | None:

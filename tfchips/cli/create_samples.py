@@ -63,6 +63,7 @@ def label_options(function):
 @click.command("create-samples")
 @config_option
 @options.imagery_options
+@options.trust_options
 @label_options
 @options.aoi
 @options.bbox
@@ -128,9 +129,12 @@ def job_from_values(
         class_names=parse_class_names(values["classes"]),
     )
     load_ground_truth(job.labels)
+    boundary = options.trust_boundary(values)
+    # Worker processes, started later, read the boundary from the environment.
+    os.environ.update(boundary.environment())
     stacked = job.imagery.stack
     for product in (job.imagery, *job.imagery.merge, *stacked, *(m for s in stacked for m in s.merge)):
-        open_source(product.catalog, product.collection)
+        open_source(product.catalog, product.collection, boundary)
     if chips and not job.overwrite:
         check_fingerprint(job.out, job_fingerprint(job.imagery, job.labels), option_flag, "--overwrite")
     try:

@@ -115,3 +115,40 @@ def imagery_options(function):
     for option in reversed(_imagery_option_list()):
         function = option(function)
     return function
+
+
+catalog_trust = [
+    click.option(
+        "--allow-local-assets",
+        is_flag=True,
+        default=None,
+        help="Let catalogs fetched over the network name local files and GDAL /vsi paths"
+        " (devices and standard input never)  [default: TFCHIPS_CATALOG_ALLOW_LOCAL, else off]",
+    ),
+    click.option(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="Comma-separated hosts (subdomains included) that catalogs may name URLs on, besides the"
+        " --catalog host  [default: TFCHIPS_CATALOG_ALLOWED_HOSTS, else any]",
+    ),
+]
+
+
+def trust_options(function):
+    """Apply --allow-local-assets and --allowed-hosts; `trust_boundary` reads their values."""
+    for option in reversed(catalog_trust):
+        function = option(function)
+    return function
+
+
+def trust_boundary(values: dict):
+    """The `TrustBoundary` of the environment, widened or narrowed by the options given."""
+    from tfchips.sources import TrustBoundary
+
+    boundary = TrustBoundary.from_environment()
+    allow_local = values.get("allow_local_assets")
+    hosts = values.get("allowed_hosts")
+    return TrustBoundary(
+        boundary.allow_local if allow_local is None else bool(allow_local),
+        boundary.allowed_hosts if hosts is None else tuple(h for h in str(hosts).split(",") if h.strip()),
+    )

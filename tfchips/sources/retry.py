@@ -73,17 +73,7 @@ class RetryPolicy:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
         """The policy set by the ``TFCHIPS_*`` variables (see the module docstring); defaults elsewhere."""
-        environ = os.environ if environ is None else environ
-        values: dict = {}
-        for name, variable in ENVIRONMENT.items():
-            text = environ.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                values[name] = int(text) if name == "attempts" else float(text)
-            except ValueError:
-                raise ConfigError(f"{variable} must be a number, got {text!r}") from None
-        return cls(**values)
+        return cls(**numbers_from_environment(ENVIRONMENT, whole=("attempts",), environ=environ))
 
     def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
@@ -104,6 +94,27 @@ class RetryPolicy:
             "GDAL_HTTP_TIMEOUT": f"{self.timeout:g}",
             "GDAL_HTTP_CONNECTTIMEOUT": f"{self.timeout:g}",
         }
+
+
+def numbers_from_environment(
+    variables: Mapping[str, str], whole: tuple[str, ...] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, int | float]:
+    """The numbers set in the environment for ``variables`` (field name -> variable name).
+
+    Fields named in ``whole`` are read as int, the rest as float; unset or blank variables
+    are left out, so the dataclass defaults apply. Raises `ConfigError` naming the variable.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, int | float] = {}
+    for name, variable in variables.items():
+        text = environ.get(variable, "").strip()
+        if not text:
+            continue
+        try:
+            values[name] = int(text) if name in whole else float(text)
+        except ValueError:
+            raise ConfigError(f"{variable} must be a number, got {text!r}") from None
+    return values
 
 
 class TransientError(Exception):
