@@ -56,3 +56,30 @@ def test_progress_bar_is_off_when_stderr_is_not_a_terminal(capsys):
         bar.update(3)
     assert bar.disable
     assert capsys.readouterr().err == ""
+
+
+def test_error_line_speaks_in_the_commands_flags_and_masks_secrets():
+    error = ValueError(
+        "records already holds TFRecords; pass `overwrite=True` to replace them; use `encoding='array'`, "
+        "`split_by` block:4, `no_such` stays; https://u:pw@h.io/x?token=abc"
+    )
+    flags = {"overwrite": "--overwrite", "encoding": "--encoding", "split_by": "--split-by"}
+    assert console.error_line(error, flags) == (
+        "records already holds TFRecords; pass --overwrite to replace them; use --encoding array, "
+        "--split-by block:4, `no_such` stays; https://u:***@h.io/x?token=***"
+    )
+    assert console.error_line(error).startswith("records already holds TFRecords; pass `overwrite=True`")
+
+
+def test_cli_error_names_the_flag_where_the_library_names_the_parameter(tmp_path):
+    from test_chips_reader import make_chip_folder
+
+    chips = tmp_path / "chips"
+    make_chip_folder(chips, "uint16", count=2)
+    command = [sys.executable, "-m", "tfchips", "to-tfrecords", str(chips), str(tmp_path / "records"), "--shards", "1"]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'records'} already holds TFRecords (dataset.json); pass --overwrite to replace them"
+    ]

@@ -126,7 +126,7 @@ def error_line(error: BaseException, flags: Mapping[str, str] | None = None) -> 
         value = match.group(2)
         if flag is None:
             return match.group(0)
-        return flag if value in (None, "=True") else f"{flag} {value[1:]}"
+        return flag if value in (None, "=True") else f"{flag} {value[1:].strip(chr(39) + chr(34))}"
 
     return redact_text(_PARAMETER.sub(as_flag, str(error)))
 
