@@ -14,11 +14,13 @@ from tfchips.inspect import inspect_dataset, load_pair, open_dataset, sample_chi
 from tfchips.manifest import PALETTE, class_colour
 from tfchips.preview import (
     ALPHA,
+    BACKGROUND,
     NODATA_COLOUR,
     display_bands,
     overlay,
     preview_dataset,
     stretch,
+    stretch_limits,
 )
 
 # The demo chip folder and its TFRecords, built once per module.
@@ -54,14 +56,28 @@ def test_stretch_maps_the_2nd_and_98th_percentiles_to_0_and_255():
     assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()  # one band is grey
 
 
-def test_overlay_blends_class_colours_and_leaves_ignored_pixels():
-    rgb = np.full((2, 2, 3), 100, dtype=np.uint8)
+def test_overlay_blends_class_colours_and_leaves_background_and_ignored_pixels():
+    rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3) * 20
     label = np.array([[0, 1], [2, 255]], dtype=np.uint8)
     painted = overlay(rgb, label, 255)
-    for (row, col), value in (((0, 0), 0), ((0, 1), 1), ((1, 0), 2)):
-        expected = np.round((1 - ALPHA) * 100 + ALPHA * np.array(PALETTE[value]))
-        assert (painted[row, col] == expected).all()
-    assert (painted[1, 1] == 100).all()
+    for row, col in ((0, 1), (1, 0)):
+        expected = np.round((1 - ALPHA) * rgb[row, col] + ALPHA * np.array(PALETTE[label[row, col]]))
+        assert (painted[row, col] == expected).all() and (painted[row, col] != rgb[row, col]).any()
+    assert (painted[0, 0] == rgb[0, 0]).all() and (painted[1, 1] == rgb[1, 1]).all()
+
+
+def test_stretch_limits_are_the_percentiles_of_the_valid_pixels_of_all_images():
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(100, 10, (20, 20, 2)), rng.normal(300, 50, (10, 30, 2))
+    first[:2, :, 1] = np.nan  # invalid in one shown band: left out of both
+    second[0, :5, 0] = -1.0
+    low, high = stretch_limits([(first, (1, 0), None), (second, (1, 0), -1.0)])
+    values = np.concatenate([first[2:].reshape(-1, 2), second[0, 5:], second[1:].reshape(-1, 2)])[:, ::-1]
+    assert np.allclose(low, np.percentile(values, 2, axis=0)) and np.allclose(high, np.percentile(values, 98, axis=0))
+    rgb = stretch(second, (0,), -1.0, (low[1:], high[1:]))
+    assert (rgb[0, :5] == NODATA_COLOUR).all()
+    assert rgb[1, 0, 0] == round(np.clip((second[1, 0, 0] - low[1]) / (high[1] - low[1]), 0, 1) * 255)
+    assert [a.tolist() for a in stretch_limits([(np.full((2, 2, 1), np.nan), (0,), None)])] == [[0.0], [0.0]]
 
 
 def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
@@ -75,16 +91,20 @@ def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
     assert sorted(p.name for p in sheet.panels) == sorted(f.name.removesuffix(".tif") for f in (demo_chips / "images").iterdir())
     assert sheet.band_names == ("red", "green", "blue")
     assert [text for text, _ in sheet.legend[:4]] == ["0 background", "1 building", "2 water", "3 vegetation"]
-    assert [colour for _, colour in sheet.legend[:4]] == [class_colour(v) for v in range(4)]
+    assert [colour for _, colour in sheet.legend[:4]] == [BACKGROUND] + [class_colour(v) for v in range(1, 4)]
     pairs = {p.name: p for p in open_dataset(demo_chips).folder.pairs}
+    chips = {name: load_pair(pair) for name, pair in pairs.items()}
+    limits = stretch_limits([(chip.image, (2, 1, 0), chip.image_layout.nodata) for chip in chips.values()])
     boxes = []
     for panel in sheet.panels:
-        chip = load_pair(pairs[panel.name])
+        chip = chips[panel.name]
         assert panel.scale == 2 and panel.size == (128, 128)
-        rgb = stretch(chip.image, (2, 1, 0), chip.image_layout.nodata)
+        rgb = stretch(chip.image, (2, 1, 0), chip.image_layout.nodata, limits)
         assert (panel_pixels(sheet, panel.image_xy, panel.size) == upscale(rgb, 2)).all()
         shown = panel_pixels(sheet, panel.overlay_xy, panel.size)
         assert (shown == upscale(overlay(rgb, chip.label, None), 2)).all()
+        background = upscale(chip.label == 0, 2)
+        assert background.any() and (shown[background] == upscale(rgb, 2)[background]).all()
         for value in set(np.unique(chip.label)) - {0}:
             row, col = np.argwhere(chip.label == value)[0]
             expected = np.round((1 - ALPHA) * rgb[row, col] + ALPHA * np.array(class_colour(int(value))))
@@ -132,7 +152,8 @@ def test_band_choice_for_rgb_and_many_band_chips(tmp_path):
     panel = sheet.panels[0]
     chip = load_pair(open_dataset(rgb).folder.pairs[0])
     assert panel.name == open_dataset(rgb).folder.pairs[0].name
-    assert (panel_pixels(sheet, panel.image_xy, panel.size)[::4, ::4] == stretch(chip.image, (2, 1, 0), None)).all()
+    limits = stretch_limits([(load_pair(pair).image, (2, 1, 0), None) for pair in open_dataset(rgb).folder.pairs])
+    assert (panel_pixels(sheet, panel.image_xy, panel.size)[::4, ::4] == stretch(chip.image, (2, 1, 0), None, limits)).all()
 
     names = tuple(f"B{i:02d}" for i in range(1, 13)) + ("B8A",)
     many = write_folder(
