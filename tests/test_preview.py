@@ -185,3 +185,60 @@ def test_record_previews_are_seeded_and_captioned_with_their_split(demo_records,
     assert run("preview", demo_records, "--out", out, "--n", 4, "--seed", 3).exit_code == 0
     assert out.read_bytes() == first.png()
     assert Image.open(io.BytesIO(first.png())).size == first.image.size
+
+
+def flat_ground_folder(root, rng):
+    """Two one-band chips of the same flat ground (1000 +- 10), the first with a bright field (4000) over a quarter."""
+    ground = rng.normal(1000, 10, (1, 32, 32)).round().astype(np.uint16)
+    field = ground.copy()
+    field[0, :16, :16] = 4000
+    labels = [np.zeros((32, 32), np.uint8)] * 2
+    return write_folder(root, [field, ground], labels, ("pan",), None)
+
+
+def panels_by_key(sheet):
+    return {p.key: panel_pixels(sheet, p.image_xy, p.size)[::4, ::4, 0] for p in sheet.panels}
+
+
+def test_the_sheet_stretch_gives_the_same_ground_the_same_grey_in_every_chip(tmp_path):
+    folder = flat_ground_folder(tmp_path / "chips", np.random.default_rng(4))
+    keys = ("32:0:10.0:13:-132:6170", "32:0:10.0:13:-131:6170")
+    ground = np.ones((32, 32), bool)
+    ground[:16, :16] = False
+    field, plain = (panels_by_key(preview_dataset(folder, 2))[key] for key in keys)
+    assert (field[ground] == plain[ground]).all()
+    assert (field[~ground] == 255).all() and plain[ground].max() < 64  # flat ground stays dark and flat
+    field, plain = (panels_by_key(preview_dataset(folder, 2, stretch="chip"))[key] for key in keys)
+    assert (field[ground] != plain[ground]).mean() > 0.9
+    assert plain.min() == 0 and plain.max() == 255  # on its own, the flat chip spans black to white
+
+
+def test_a_constant_chip_is_not_stretched_into_noise(tmp_path):
+    rng = np.random.default_rng(5)
+    varied = rng.integers(0, 1000, (1, 32, 32), dtype=np.uint16)
+    almost = (500 + rng.integers(0, 2, (1, 32, 32))).astype(np.uint16)  # one count of sensor noise
+    labels = [np.zeros((32, 32), np.uint8)] * 2
+    folder = write_folder(tmp_path / "chips", [varied, almost], labels, ("pan",), None)
+    key = "32:0:10.0:13:-131:6170"
+    shown = panels_by_key(preview_dataset(folder, 2))[key]
+    assert 120 <= shown.min() and shown.max() <= 135  # mid grey, one count wide
+    assert set(np.unique(panels_by_key(preview_dataset(folder, 2, stretch="chip"))[key])) == {0, 255}
+    constant = write_folder(tmp_path / "constant", [np.full((1, 32, 32), 7, np.uint16)], labels[:1], ("pan",), None)
+    for mode in ("sheet", "chip"):
+        assert (panels_by_key(preview_dataset(constant, 1, stretch=mode))["32:0:10.0:13:-132:6170"] == 128).all()
+
+
+@pytest.mark.timeout(30)
+def test_stretch_option_on_the_command_line(tmp_path):
+    folder = flat_ground_folder(tmp_path / "chips", np.random.default_rng(4))
+    for mode in ("sheet", "chip"):
+        out = tmp_path / f"{mode}.png"
+        result = run("preview", folder, "--out", out, "--stretch", mode)
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes() == preview_dataset(folder, 16, stretch=mode).png()
+    assert (tmp_path / "sheet.png").read_bytes() != (tmp_path / "chip.png").read_bytes()
+    result = run("preview", folder, "--out", tmp_path / "x.png", "--stretch", "band")
+    assert result.exit_code == 2 and "'band' is not one of 'sheet', 'chip'" in result.output
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(ConfigError, match="stretch must be one of sheet, chip, got 'band'"):
+        preview_dataset(folder, 2, stretch="band")
