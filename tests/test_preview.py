@@ -11,6 +11,7 @@ from tfchips.chips import write_chip_pair
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile
 from tfchips.inspect import inspect_dataset, load_pair, open_dataset, sample_chips
+from tfchips import preview
 from tfchips.manifest import PALETTE, class_colour
 from tfchips.preview import (
     ALPHA,
@@ -78,6 +79,15 @@ def test_stretch_limits_are_the_percentiles_of_the_valid_pixels_of_all_images():
     assert (rgb[0, :5] == NODATA_COLOUR).all()
     assert rgb[1, 0, 0] == round(np.clip((second[1, 0, 0] - low[1]) / (high[1] - low[1]), 0, 1) * 255)
     assert [a.tolist() for a in stretch_limits([(np.full((2, 2, 1), np.nan), (0,), None)])] == [[0.0], [0.0]]
+
+
+def test_stretch_limits_sample_every_kth_pixel_past_the_bound(monkeypatch):
+    monkeypatch.setattr(preview, "STRETCH_SAMPLE", 10)
+    first, second = np.arange(50.0).reshape(5, 10, 1), np.arange(1000.0, 1050.0).reshape(5, 10, 1) ** 2
+    low, high = stretch_limits([(first, (0,), None), (second, (0,), None)])
+    sampled = np.concatenate([first.ravel()[::10], second.ravel()[::10]])  # 100 valid pixels: every 10th
+    assert np.allclose([low[0], high[0]], np.percentile(sampled, [2, 98]))
+    assert not np.allclose(low, np.percentile(np.concatenate([first.ravel(), second.ravel()]), 2))
 
 
 def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):

@@ -102,18 +102,18 @@ def stretch_limits(images: Sequence[tuple[np.ndarray, Sequence[int], float | Non
     """(low, high) per shown band: its 2nd and 98th percentiles over the valid pixels of all ``images``.
 
     Args:
-        images: (image, bands, nodata) per chip, at least one: the (rows, cols, bands) array, the indices of
-            the one or three bands shown, and the image nodata value (None: none). Pixels where a
-            shown band is nodata or NaN are left out.
+        images: (image, bands, nodata) per chip, at least one: the (rows, cols, bands) array,
+            the indices of the one or three bands shown, and the image nodata value (None: none).
+            Pixels where a shown band is nodata or NaN are left out.
 
     Returns:
         Two float64 arrays of one value per shown band, in the images' units; both 0 where no
         pixel is valid. Past `STRETCH_SAMPLE` valid pixels, every k-th pixel of each image is
         used (the same k for all), so the figures stay the same from run to run.
     """
-    shown = [_shown(image, bands, nodata) for image, bands, nodata in images]
-    step = -(-sum(int(valid.sum()) for _, valid in shown) // STRETCH_SAMPLE) or 1
-    values = np.concatenate([values[valid][::step] for values, valid in shown])
+    # Two passes, so that no more than one image's float copy and the sample are held at a time.
+    step = -(-sum(int(_shown(*image)[1].sum()) for image in images) // STRETCH_SAMPLE) or 1
+    values = np.concatenate([shown[valid][::step] for shown, valid in (_shown(*image) for image in images)])
     if not len(values):
         return np.zeros(values.shape[1]), np.zeros(values.shape[1])
     low, high = np.percentile(values, STRETCH, axis=0)
