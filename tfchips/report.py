@@ -289,10 +289,15 @@ def render_report(inspection: Inspection, sheet: ContactSheet | None = None) -> 
     )
 
 
-def report_dataset(path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0) -> tuple[str, Inspection]:
-    """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection."""
+def report_dataset(
+    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, stretch: str = "sheet"
+) -> tuple[str, Inspection]:
+    """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection.
+
+    ``stretch`` is the preview sheet's: "sheet" or "chip" (see `tfchips.preview.contact_sheet`).
+    """
     inspection = inspect_dataset(path)
-    sheet = preview_dataset(path, n, bands, seed) if inspection.counts.get("decoded") else None
+    sheet = preview_dataset(path, n, bands, seed, stretch=stretch) if inspection.counts.get("decoded") else None
     return render_report(inspection, sheet), inspection
 
 

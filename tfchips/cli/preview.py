@@ -33,15 +33,19 @@ def preview_options(function):
 @preview_options
 @click.option("--size", "panel", type=click.IntRange(min=16), default=128, show_default=True,
               help="At most this many pixels per chip side on the sheet; smaller chips are enlarged by a whole factor.")
-def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int) -> None:
+@click.option("--stretch", type=click.Choice(["sheet", "chip"]), default="sheet", show_default=True,
+              help="Map each band's 2nd-98th percentiles to black-white over the valid pixels of all the chips"
+              " on the sheet (the same ground, the same colour) or of each chip on its own.")
+def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int, stretch: str) -> None:
     """Draw N chips of the chip folder, TFRecord folder or shards (glob pattern) at PATH.
 
-    Each chip is shown stretched (2nd-98th percentile per band) beside the same image
-    with its label drawn over it in fixed class colours, its tile key beneath.
+    Each chip is shown stretched (2nd-98th percentile per band, over the whole sheet
+    or per chip) beside the same image with its label drawn over it in fixed class
+    colours (background and ignore left clear), its tile key beneath.
     """
     from tfchips.preview import preview_dataset, write_preview
 
-    sheet = preview_dataset(path, n, bands, seed, panel)
+    sheet = preview_dataset(path, n, bands, seed, panel, stretch)
     write_preview(sheet, out)
     for problem in sheet.problems:
         click.echo(f"skipped {problem.path}: {problem.message}", err=True)
