@@ -140,7 +140,7 @@ def job_from_values(
     try:
         if not storage.is_url(job.out):
             os.makedirs(job.out, exist_ok=True)
-        save_effective_config(job.out, recorded_options(values))
+        save_effective_config(job.out, recorded_options(values), command)
     except OSError as error:
         raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
     return tiles, job
