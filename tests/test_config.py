@@ -126,6 +126,7 @@ def test_demo_job_runs_from_elsewhere_after_the_folder_moved_and_its_config_yaml
     assert again.output.startswith("1 written (1 from an earlier run)"), again.output
 
 
+@pytest.mark.timeout(30)
 def test_a_product_entry_that_is_not_valid_words_is_left_for_the_imagery_options_to_name(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({"stack": ["catalog='unclosed"], "labels": "l", "out": "o"}))
     assert parsed(["--config", tmp_path / "job.yaml"])["stack"] == ("catalog='unclosed",)

@@ -27,6 +27,7 @@ from tfchips.dataset_reader import (
     open_dataset,
     sample_chips,
 )
+from tfchips.dataset_reader import OnProgress, no_progress
 from tfchips.manifest import class_colour
 
 PANEL = 128  # pixels of the longer side of a chip on the sheet
@@ -254,13 +255,17 @@ def _draw_legend(draw, legend, top: int, width: int, font) -> None:
 
 
 def preview_dataset(
-    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL
+    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL,
+    on_progress: OnProgress = no_progress,
 ) -> ContactSheet:
-    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`)."""
+    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`).
+
+    ``on_progress`` hears of each record read (see `tfchips.dataset_reader.OnProgress`).
+    """
     if n < 1:
         raise ConfigError(f"the number of chips to preview must be at least 1, got {n}")
     source = open_dataset(path)
-    sample = sample_chips(source, n, seed)
+    sample = sample_chips(source, n, seed, on_progress)
     return contact_sheet(sample, source.class_names, bands, title=os.fspath(path), panel=panel)
 
 
