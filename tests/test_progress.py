@@ -113,20 +113,20 @@ def test_inspect_reports_each_record_and_chip_read(records):
     inspection = inspect_dataset(folder, on_progress=lambda *call: heard.append(call))
     total = inspection.counts["records"]
     assert total == len(TILES)
-    assert heard == [("inspect", "record", done, total) for done in range(1, total + 1)]
+    assert heard == [("inspect", "record", done, total) for done in range(total + 1)]
     heard.clear()
     inspect_dataset(chips, on_progress=lambda *call: heard.append(call))
-    assert heard == [("inspect", "chip", done, len(TILES)) for done in range(1, len(TILES) + 1)]
+    assert heard == [("inspect", "chip", done, len(TILES)) for done in range(len(TILES) + 1)]
 
 
 def test_preview_and_report_report_the_records_they_read(records):
     _, folder = records
     heard = []
     preview_dataset(folder, 2, on_progress=lambda *call: heard.append(call))
-    assert heard == [("preview", "record", done, len(TILES)) for done in range(1, len(TILES) + 1)]
+    assert heard == [("preview", "record", done, len(TILES)) for done in range(len(TILES) + 1)]
     heard.clear()
     report_dataset(folder, 2, on_progress=lambda *call: heard.append(call))
-    assert [step for step, *_ in heard] == ["inspect"] * len(TILES) + ["preview"] * len(TILES)
+    assert [step for step, *_ in heard] == ["inspect"] * (len(TILES) + 1) + ["preview"] * (len(TILES) + 1)
 
 
 def test_shards_dataset_json_does_not_count_report_an_unknown_total(records, tmp_path):

@@ -341,6 +341,7 @@ def sample_chips(
     else:
         reservoir: list[tuple[ShardRef, int, bytes]] = []
         total = 0
+        on_progress("preview", "record", total, source.listed_records)  # before TensorFlow is imported
         for shard in source.shards:
             try:
                 for index, serialized in enumerate(read_shard(shard)):

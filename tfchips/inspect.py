@@ -245,6 +245,7 @@ def _folder_problems(source: ChipSource) -> list[Problem]:
 
 def _folder_figures(source: ChipSource, sample_size: int, on_progress: OnProgress) -> Iterator[ChipFigures | Problem]:
     pairs = source.folder.pairs
+    on_progress("inspect", "chip", 0, len(pairs))
     for done, pair in enumerate(pairs, 1):
         try:
             yield chip_figures(load_pair(pair), sample_size)
@@ -258,6 +259,8 @@ def _shard_figures(
 ) -> Iterator[ChipFigures | Problem]:
     """Figures of every record; appends each shard's `ShardCheck` to ``checks`` once it is read."""
     done = 0
+    # Drawn before the first read, which imports TensorFlow (seconds).
+    on_progress("inspect", "record", done, source.listed_records)
     for shard in source.shards:
         count, error = 0, None
         try:
