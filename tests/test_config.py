@@ -130,3 +130,18 @@ def test_demo_job_runs_from_elsewhere_after_the_folder_moved_and_its_config_yaml
 def test_a_product_entry_that_is_not_valid_words_is_left_for_the_imagery_options_to_name(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({"stack": ["catalog='unclosed"], "labels": "l", "out": "o"}))
     assert parsed(["--config", tmp_path / "job.yaml"])["stack"] == ("catalog='unclosed",)
+
+
+@pytest.mark.timeout(30)
+def test_one_option_under_both_key_styles_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "job.yaml").write_text("max_cloud: 20\nmax-cloud: 30\nlabels: l\nout: o\n")
+    result = CliRunner().invoke(cli, ["create-samples", "--config", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'job.yaml'}: option 'max-cloud' is given twice" in result.output
+
+
+@pytest.mark.timeout(30)
+def test_a_number_as_a_path_in_a_config_is_a_name_in_its_folder(tmp_path):
+    (tmp_path / "job.yaml").write_text("out: 2024\nlabels: 7\n")
+    values = parsed(["--config", tmp_path / "job.yaml"])
+    assert (values["out"], values["labels"]) == (str(tmp_path / "2024"), str(tmp_path / "7"))

@@ -43,6 +43,8 @@ def _load(ctx: click.Context, param: click.Parameter, path: str | None) -> str |
         name = names.get(_normalised(key))
         if name is None or name == param.name:
             raise click.BadParameter(f"{path}: unknown option {key!r}")
+        if name in defaults:
+            raise click.BadParameter(f"{path}: option {key!r} is given twice (keys in snake_case and kebab-case name the same option)")
         value = _relative_to(folder, value, _path_kind(ctx.command, name))
         defaults[name] = _as_option_value(value, _is_multiple(ctx, name))
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -82,6 +84,8 @@ def _relative_to(folder: str, value: object, kind: str | None) -> object:
 
 def _joined(folder: str, value: object) -> object:
     """A relative local path under ``folder``; URLs, ``earthone:...``, absolute paths and non-text as given."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # ``out: 2024`` is a folder name
     if not isinstance(value, str) or not value or storage.is_url(value) or value.startswith("earthone:"):
         return value
     value = os.path.expanduser(value)
