@@ -30,6 +30,7 @@ from tfchips.dataset_reader import (
     open_dataset,
     sample_chips,
 )
+from tfchips.dataset_reader import OnProgress, no_progress
 from tfchips.manifest import class_colour
 
 PANEL = 128  # pixels of the longer side of a chip on the sheet
@@ -329,16 +330,18 @@ def preview_dataset(
     seed: int = 0,
     panel: int = PANEL,
     stretch: str = "sheet",
+    on_progress: OnProgress = no_progress,
 ) -> ContactSheet:
     """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`).
 
-    ``stretch`` is "sheet" (one stretch for all the chips shown) or "chip" (see `contact_sheet`).
+    ``stretch`` is "sheet" (one stretch for all the chips shown) or "chip" (see `contact_sheet`);
+    ``on_progress`` hears of each record read (see `tfchips.dataset_reader.OnProgress`).
     """
     if n < 1:
         raise ConfigError(f"the number of chips to preview must be at least 1, got {n}")
     _check_stretch(stretch)
     source = open_dataset(path)
-    sample = sample_chips(source, n, seed)
+    sample = sample_chips(source, n, seed, on_progress)
     return contact_sheet(sample, source.class_names, bands, title=os.fspath(path), panel=panel, stretch=stretch)
 
 

@@ -6,11 +6,11 @@ import os
 import sys
 
 import click
-from tqdm import tqdm
 
 from tfchips.aoi import read_tile_list
 from tfchips.cli import options
 from tfchips.cli.config import config_option, save_effective_config
+from tfchips.console import progress as progress_bar
 from tfchips.errors import ConfigError, OutputError
 from tfchips import storage
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
@@ -90,7 +90,7 @@ def command(**values) -> None:
     # touch the first one's folder.
     ctx.with_resource(output_lock(values["out"]))
     tiles, job = job_from_values(values, from_config=options_from_config(ctx, values))
-    with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
+    with progress_bar(len(tiles), "tile", "create-samples") as bar:
         counts = {"written": 0, "skipped": 0, "failed": 0}
 
         def progress(record) -> None:
@@ -140,7 +140,7 @@ def job_from_values(
     try:
         if not storage.is_url(job.out):
             os.makedirs(job.out, exist_ok=True)
-        save_effective_config(job.out, recorded_options(values))
+        save_effective_config(job.out, recorded_options(values), command)
     except OSError as error:
         raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
     return tiles, job

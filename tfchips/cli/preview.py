@@ -43,9 +43,11 @@ def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: in
     or per chip) beside the same image with its label drawn over it in fixed class
     colours (background and ignore left clear), its tile key beneath.
     """
+    from tfchips.console import progress_bars
     from tfchips.preview import preview_dataset, write_preview
 
-    sheet = preview_dataset(path, n, bands, seed, panel, stretch)
+    with progress_bars() as on_progress:
+        sheet = preview_dataset(path, n, bands, seed, panel, stretch, on_progress=on_progress)
     write_preview(sheet, out)
     for problem in sheet.problems:
         click.echo(f"skipped {problem.path}: {problem.message}", err=True)

@@ -521,14 +521,14 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
     Returns the `DatasetSummary` of the chips written and the shards of each
     split; bad chips raise `ChipError` or, with ``skip_bad``, join ``skipped``.
     """
-    from tqdm import tqdm
+    from tfchips.console import progress as progress_bar
 
     summary = DatasetSummary()
     shards_written: list[tuple[str, str, int, str]] = []  # split, file, records, SHA-256
     published = False
     total = sum(len(names) for shards in plan.shards.values() for names in shards)
     try:
-        with tqdm(total=total, unit="chip", desc="to-tfrecords", disable=not options.progress) as progress:
+        with progress_bar(total, "chip", "to-tfrecords", enabled=options.progress) as progress:
             for split, shards in plan.shards.items():
                 for index, names in enumerate(shards):
                     name = shard_file_name(split, index, len(shards), options.compression)
