@@ -93,7 +93,8 @@ def _numbers(value: Any, names: dict[str, int], presets: dict, highest: int | No
     words = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
     found: set[int] = set()
     for word in words:
-        text = str(word).strip().lower().replace("-", "_")
+        # A YAML list inside a mapping reaches here as its text: "[1, 3, 4]".
+        text = str(word).strip().strip("[]'\" ").lower().replace("-", "_")
         if not text:
             continue
         if text in presets:
