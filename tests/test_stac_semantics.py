@@ -452,3 +452,30 @@ def test_retries_stop_at_the_deadline_which_the_environment_sets(tmp_path, api, 
     assert clock[0] - began <= 5.0
     with pytest.raises(ConfigError, match="TFCHIPS_RETRY_DEADLINE must be a number of seconds >= 0"):
         RetryPolicy.from_environment({"TFCHIPS_RETRY_DEADLINE": "-1"})
+
+
+# The same options from a YAML config ------------------------------------------------------
+
+
+def test_the_new_options_come_from_yaml_too(tmp_path):
+    qa = qa_pixel()
+    path = catalog(tmp_path / "c", [spec("a", 1, red=full(10000), qa_pixel=qa)], scaled=("red",))
+    kinds = write_vector(
+        tmp_path / "kinds.gpkg", [shapely.box(WEST - 5, SOUTH - 5, EAST + 5, NORTH + 5)], crs=TILE.crs,
+        fields={"kind": np.array(["water"], dtype=object)},
+    )
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"catalog: {path}\nbands: [red]\nmask_bits: {{qa_pixel: [3, 4]}}\nstored_values: true\n"
+        f"labels: {kinds}\nattribute: kind\nclasses: {{water: 1}}\nlabel_without_imagery: true\n"
+        f"tiles: {_tile_list(tmp_path)}\nworkers: 1\n"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["create-samples", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    tile = manifest["tiles"][0]
+    assert tile["valid_fraction"] == 14 / 16 and tile["scale_offset"]["applied"] is False
+    assert manifest["class_names"] == {"1": "water"} and manifest["ignore_value"] is None
+    with rasterio.open(out / "labels" / (key_to_filename(TILE.key) + ".tif")) as chip:
+        assert (chip.read(1) == 1).all()  # water, kept where the cloud masks the image
