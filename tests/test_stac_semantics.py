@@ -405,6 +405,8 @@ def test_text_class_attributes_map_to_values_through_classes(tmp_path):
     request = LabelRequest.from_options({"labels": path, "attribute": "kind", "classes": "water=1,building=2"})
     label = GroundTruth.load(request).rasterize(TILE)
     assert (label[:2] == 1).all() and (label[2:] == 2).all()
+    assert SampleJob(ImageryRequest(catalog="c.json", bands=("red",)), request, "out").class_names == {
+        1: "water", 2: "building"}  # the manifest's class names, from the same option
     # The YAML form, and names on either side of '='.
     assert LabelRequest.from_options({"labels": path, "classes": {"water": 1, "0": "background"}}).classes == (
         (0, "background"), (1, "water"))

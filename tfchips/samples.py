@@ -48,7 +48,8 @@ class SampleJob:
     """Everything one tile needs; plain values so that worker processes can receive it.
 
     ``min_valid`` and ``min_labelled`` are fractions (0-1) of the chip's pixels
-    below which a tile is skipped rather than written.
+    below which a tile is skipped rather than written. ``class_names`` (value -> name)
+    default to the ``classes`` of ``labels``.
     """
 
     imagery: ImageryRequest
@@ -60,6 +61,8 @@ class SampleJob:
     class_names: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.class_names:
+            object.__setattr__(self, "class_names", dict(self.labels.classes))
         for name in ("min_valid", "min_labelled"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
