@@ -1,28 +1,51 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from shapely.geometry import mapping
 
 from beam_pipelines import create_training_samples
 from tfchips.cli.main import cli
+from tfchips.grid import Tile
 
 
-def options(demo, out, tiles_file):
+def options(demo, out, tiles_file, catalog=None):
     return [
-        "--tiles", str(tiles_file), "--catalog", demo.catalog, "--bands", ",".join(demo.bands),
+        "--tiles", str(tiles_file), "--catalog", catalog or demo.catalog, "--bands", ",".join(demo.bands),
         "--start", demo.start, "--end", demo.end, "--mask-asset", demo.mask_asset,
         "--mask-values", ",".join(map(str, demo.mask_values)), "--reference-date", demo.reference_date,
         "--labels", demo.labels, "--attribute", demo.attribute, "--out", str(out),
     ]
 
 
+def with_broken_scene(demo, folder, key):
+    """A copy of the demo catalog plus a scene over tile ``key`` alone whose files are missing:
+    that tile fails (a tile no scene covers is only skipped)."""
+    root = os.path.dirname(demo.catalog)
+    shutil.copytree(root, folder)
+    first = json.loads((folder / "catalog.json").read_text())
+    item_link = next(link for link in first["links"] if link["rel"] == "item")
+    item = json.loads((folder / item_link["href"]).read_text())
+    item["id"] = "BROKEN"
+    item["geometry"], item["bbox"] = mapping(Tile.from_key(key).geometry), list(Tile.from_key(key).geometry.bounds)
+    for asset in item["assets"].values():
+        asset["href"] = "./missing.tif"
+    (folder / "BROKEN").mkdir()
+    (folder / "BROKEN" / "BROKEN.json").write_text(json.dumps(item))
+    first["links"].append({"rel": "item", "href": "./BROKEN/BROKEN.json", "type": "application/json"})
+    (folder / "catalog.json").write_text(json.dumps(first))
+    return str(folder / "catalog.json")
+
+
 def pixels(out):
     found = {}
     for sub in ("images", "labels"):
-        for name in sorted(os.listdir(out / sub)):
+        # The chips: labels/*.vrt beside them are ESRI's view of the ignore value.
+        for name in sorted(n for n in os.listdir(out / sub) if n.endswith(".tif")):
             with rasterio.open(out / sub / name) as dataset:
                 found[f"{sub}/{name}"] = (dataset.read(), dataset.transform, dataset.crs)
     return found
@@ -31,13 +54,16 @@ def pixels(out):
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_pipeline_writes_the_chips_the_cli_writes_and_dead_letters_failures(demo, tmp_path, mode):
     good = ["32:0:10.0:13:-263:12341", "32:0:10.0:13:-262:12341", "32:0:10.0:13:-263:12342"]
-    failing = "32:0:10.0:13:-263:14000"  # no scene covers it
+    failing = "32:0:10.0:13:-263:14000"  # only a scene with missing files covers it
+    catalog = with_broken_scene(demo, tmp_path / "catalog", failing)
     tiles_file = tmp_path / "tiles.txt"
     tiles_file.write_text("\n".join(good + [failing]) + "\n")
-    local = CliRunner().invoke(cli, ["create-samples", *options(demo, tmp_path / "local", tiles_file), "--workers", "1"])
+    local = CliRunner().invoke(
+        cli, ["create-samples", *options(demo, tmp_path / "local", tiles_file, catalog), "--workers", "1"]
+    )
     assert local.exit_code == 1, local.output  # the failing tile
     create_training_samples.main(
-        [*options(demo, tmp_path / "beam", tiles_file), "--runner=DirectRunner", f"--direct_running_mode={mode}",
+        [*options(demo, tmp_path / "beam", tiles_file, catalog), "--runner=DirectRunner", f"--direct_running_mode={mode}",
          "--direct_num_workers=2"]
     )
     beam_chips, local_chips = pixels(tmp_path / "beam"), pixels(tmp_path / "local")
@@ -59,15 +85,18 @@ def test_pipeline_writes_tfrecords_directly_equal_to_chips_then_to_tfrecords(dem
 
     good = ["32:0:10.0:13:-263:12341", "32:0:10.0:13:-262:12341", "32:0:10.0:13:-263:12342", "32:0:10.0:13:-262:12342"]
     failing = "32:0:10.0:13:-263:14000"
+    catalog = with_broken_scene(demo, tmp_path / "catalog", failing)
     tiles_file = tmp_path / "tiles.txt"
     tiles_file.write_text("\n".join(good + [failing]) + "\n")
     record_options = ["--encoding", "array", "--split", "train=0.5,val=0.5", "--shards", "1"]
-    local = CliRunner().invoke(cli, ["create-samples", *options(demo, tmp_path / "chips", tiles_file), "--workers", "1"])
+    local = CliRunner().invoke(
+        cli, ["create-samples", *options(demo, tmp_path / "chips", tiles_file, catalog), "--workers", "1"]
+    )
     assert local.exit_code == 1, local.output
     converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), str(tmp_path / "local"), *record_options])
     assert converted.exit_code == 0, converted.output
     create_training_samples.main(
-        [*options(demo, tmp_path / "beam", tiles_file), "--tfrecords", str(tmp_path / "beam"), *record_options,
+        [*options(demo, tmp_path / "beam", tiles_file, catalog), "--tfrecords", str(tmp_path / "beam"), *record_options,
          "--runner=DirectRunner"]
     )
     assert not (tmp_path / "beam" / "images").exists()

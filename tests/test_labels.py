@@ -106,7 +106,9 @@ def test_custom_ignore_value_and_no_nodata_without_extent(tmp_path, two_boxes):
     extent = write(tmp_path / "extent.gpkg", [utm_box(0, 0, 32, 16)])  # the top half
     labels = burn(two_boxes, extent=extent, ignore_value=200)
     assert (labels[16:] == 200).all() and not (labels[:16] == 200).any()
-    assert GroundTruth.load(LabelRequest(two_boxes)).nodata is None
+    # Pixels without imagery are ignored by default, so the ignore value is the nodata.
+    assert GroundTruth.load(LabelRequest(two_boxes)).nodata == 255
+    assert GroundTruth.load(LabelRequest(two_boxes, label_without_imagery=True)).nodata is None
 
 
 def test_extent_must_be_polygons(tmp_path, two_boxes):

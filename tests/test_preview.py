@@ -112,10 +112,12 @@ def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
         rgb = stretch(chip.image, (2, 1, 0), chip.image_layout.nodata, limits)
         assert (panel_pixels(sheet, panel.image_xy, panel.size) == upscale(rgb, 2)).all()
         shown = panel_pixels(sheet, panel.overlay_xy, panel.size)
-        assert (shown == upscale(overlay(rgb, chip.label, None), 2)).all()
+        # Pixels without imagery hold the ignore value (the label nodata), which keeps the image's colour.
+        ignore = chip.label_layout.nodata
+        assert ignore == 255 and (shown == upscale(overlay(rgb, chip.label, ignore), 2)).all()
         background = upscale(chip.label == 0, 2)
         assert background.any() and (shown[background] == upscale(rgb, 2)[background]).all()
-        for value in set(np.unique(chip.label)) - {0}:
+        for value in set(np.unique(chip.label)) - {0, ignore}:
             row, col = np.argwhere(chip.label == value)[0]
             expected = np.round((1 - ALPHA) * rgb[row, col] + ALPHA * np.array(class_colour(int(value))))
             assert (shown[2 * row + 1, 2 * col + 1] == expected).all()

@@ -412,8 +412,10 @@ def encode_geotiff(
     nodata: int | float | None,
     band_names: tuple[str, ...] = (),
     tags: dict[str, str] | None = None,
+    scale_offset: tuple[tuple[float, float], ...] = (),
 ) -> bytes:
-    """(bands, rows, cols) on the tile's grid as the bytes of a tiled LZW GeoTIFF."""
+    """(bands, rows, cols) on the tile's grid as the bytes of a tiled LZW GeoTIFF; ``scale_offset``
+    (one pair per band) is written as GDAL's band scale and offset."""
     if array.ndim != 3 or array.shape[1:] != tile.shape:
         raise ChipError(f"array of shape {array.shape} does not fit tile {tile.key} ({tile.size} px square)")
     # Internal tiles must be multiples of 16 pixels; one tile per chip up to 256 pixels.
@@ -430,6 +432,8 @@ def encode_geotiff(
                 dataset.set_band_description(index, band_name)
             if tags:
                 dataset.update_tags(**tags)
+            if scale_offset:
+                dataset.scales, dataset.offsets = zip(*scale_offset)
         return memory.read()
 
 
@@ -442,10 +446,15 @@ def write_chip_pair(
     label: np.ndarray,
     label_nodata: int | None,
     scenes: tuple[str, ...],
+    scale_offset: tuple[tuple[float, float], ...] = (),
 ) -> None:
-    """Publish images/KEY.tif then labels/KEY.tif; the pair counts as done once the label exists."""
+    """Publish images/KEY.tif then labels/KEY.tif; the pair counts as done once the label exists.
+
+    ``scale_offset`` (one pair per band) goes into the image for values stored unscaled.
+    """
     image_path, label_path = chip_paths(out, tile.key)
-    image_bytes = encode_geotiff(image, tile, image_nodata, band_names, {SCENES_TAG: ",".join(scenes)})
+    tags = {SCENES_TAG: ",".join(scenes)}
+    image_bytes = encode_geotiff(image, tile, image_nodata, band_names, tags, scale_offset)
     label_bytes = encode_geotiff(label[np.newaxis], tile, label_nodata, ("label",))
     storage.publish(image_path, image_bytes)
     storage.publish(label_path, label_bytes)

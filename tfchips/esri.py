@@ -10,7 +10,8 @@ ArcGIS names label value 0 "NoData" and passes any other value through as a
 class index. tfchips therefore gives ArcGIS ESRI class values: a tfchips class
 keeps its value, unless the job named class 0, in which case every class moves
 up by one (``background`` 0 becomes ESRI class 1). Pixels of the ignore value
-(outside ``--extent``) and of no declared class become 0, NoData. When that
+(outside ``--extent``, and by default where the image has no valid pixel) and of no
+declared class become 0, NoData. When that
 mapping is not the identity, each label gets a GDAL VRT beside it,
 ``labels/<name>.vrt``, whose lookup table applies the mapping as ArcGIS reads
 the pixels; ``map.txt`` then names the VRTs. The chips themselves, and so

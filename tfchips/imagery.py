@@ -33,8 +33,9 @@ import numpy as np
 from tfchips.composite import METHODS, PRIORITY_METHODS, composite, scene_order
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile
-from tfchips.sources import RESAMPLING, Scene, SceneQuery, Source, open_source
+from tfchips.sources import RESAMPLING, Scene, SceneQuery, Source, TrustBoundary, open_source
 from tfchips.sources.base import as_utc
+from tfchips.sources.masks import bits_set, mask_bits, mask_classes
 from tfchips.sources.raster import fits_dtype
 
 # Settings that describe where scenes come from and which pixels count.
@@ -47,13 +48,14 @@ PRODUCT_SETTINGS = (
     "max_cloud",
     "mask_asset",
     "mask_values",
+    "mask_bits",
     "cloud_prob_asset",
     "cloud_prob_threshold",
 )
 # Settings of a composite; a stacked product may set them, a merged one shares the main one's.
 COMPOSITE_SETTINGS = ("method", "reference_date", "resampling")
 # Settings of the whole output.
-OUTPUT_SETTINGS = ("nodata", "dtype")
+OUTPUT_SETTINGS = ("nodata", "dtype", "stored_values")
 # Setting the first of a pair in a merged product stops it inheriting the second.
 _INHERITED_WITH = {"catalog": "collection", "mask_asset": "mask_values", "cloud_prob_asset": "cloud_prob_threshold"}
 
@@ -64,8 +66,10 @@ class Product:
 
     ``start`` and ``end`` bound acquisition times (inclusive, UTC); ``max_cloud`` is the
     scene-level ceiling in percent. A pixel of a scene is masked where ``mask_asset``
-    holds one of ``mask_values`` (e.g. Sentinel-2 SCL classes 3, 8, 9, 10) or where
-    ``cloud_prob_asset`` exceeds ``cloud_prob_threshold`` (in that asset's units).
+    holds one of ``mask_values`` (e.g. Sentinel-2 SCL classes 3, 8, 9, 10), where the
+    asset of ``mask_bits`` (asset, bit numbers) has any of those bits set (Landsat
+    QA_PIXEL), or where ``cloud_prob_asset`` exceeds ``cloud_prob_threshold`` (in that
+    asset's units). Names and presets: `tfchips.sources.masks`.
     """
 
     catalog: str
@@ -76,12 +80,15 @@ class Product:
     max_cloud: float | None = None
     mask_asset: str | None = None
     mask_values: tuple[int, ...] = ()
+    mask_bits: tuple[str, tuple[int, ...]] | None = None
     cloud_prob_asset: str | None = None
     cloud_prob_threshold: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", tuple(self.bands))
         object.__setattr__(self, "mask_values", tuple(self.mask_values))
+        if self.mask_bits is not None:
+            object.__setattr__(self, "mask_bits", _wrapped(mask_bits, "mask_bits", self.mask_bits, ""))
         if not isinstance(self.catalog, str) or not self.catalog:
             raise ConfigError("--catalog is required: a catalog.json, a STAC API URL or earthone:PRODUCT_ID")
         if not self.bands or not all(isinstance(b, str) and b for b in self.bands):
@@ -102,7 +109,8 @@ class Product:
     @property
     def pixel_masks(self) -> tuple[str, ...]:
         """Assets read (with nearest resampling) to mask pixels."""
-        return tuple(a for a in (self.mask_asset, self.cloud_prob_asset) if a is not None)
+        bits = None if self.mask_bits is None else self.mask_bits[0]
+        return tuple(a for a in (self.mask_asset, bits, self.cloud_prob_asset) if a is not None)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,11 @@ class ImageryRequest(Product):
     ``dtype`` as numpy converts them (a float is truncated toward zero), but never wrapped
     around: a tile holding a valid value outside the range of ``dtype`` fails with
     `ConfigError`, and so does a request whose ``nodata`` does not fit its ``dtype``.
+
+    Bands whose STAC ``raster:bands`` declare a ``scale`` or ``offset`` are read as
+    ``stored * scale + offset`` in float32 (Landsat Collection 2 reflectance, say);
+    ``stored_values`` keeps the stored numbers, and the chips then carry the scale and
+    offset for readers to apply. Either way the manifest records them per tile.
     """
 
     method: str = "closest"
@@ -124,6 +137,7 @@ class ImageryRequest(Product):
     resampling: str = "nearest"
     nodata: int | float | None = None
     dtype: str | None = None
+    stored_values: bool = False
     merge: tuple[Product, ...] = ()
     stack: tuple[ImageryRequest, ...] = ()
 
@@ -189,7 +203,9 @@ class TileImagery:
     ``data`` is (bands, rows, cols), ``nodata`` where a band has no valid value; ``valid``
     (rows, cols) is True where every band has one; ``scenes`` are the ids of the scenes
     that gave pixels, the main product's then each stacked product's: most preferred
-    first for a priority method, in time order for ``median``.
+    first for a priority method, in time order for ``median``. ``scale_offset`` is one
+    (scale, offset) per band: applied to the values unless ``scaled`` is False, in which
+    case readers should apply them. ``reason`` says why a tile has no valid pixel.
     """
 
     data: np.ndarray
@@ -198,6 +214,9 @@ class TileImagery:
     band_names: tuple[str, ...]
     scenes: tuple[str, ...]
     valid_fraction: float
+    scale_offset: tuple[tuple[float, float], ...] = ()
+    scaled: bool = True
+    reason: str | None = None
 
 
 def imagery_for_tile(tile: Tile, request: ImageryRequest) -> TileImagery:
@@ -206,8 +225,42 @@ def imagery_for_tile(tile: Tile, request: ImageryRequest) -> TileImagery:
     Sources are opened once per process (see `open_source`). Raises a `TfchipsError`
     subclass that names the catalog, item or file when something cannot be used.
     """
-    parts = [_composite_part(tile, settings) for settings in (request, *request.stack)]
+    scaled = not request.stored_values
+    parts = [_composite_part(tile, settings, scaled) for settings in (request, *request.stack)]
     return _assemble(parts, request, tile)
+
+
+def check_bands(request: ImageryRequest, boundary: TrustBoundary | None = None) -> None:
+    """Open every product's catalog and refuse, once and up front, a band or mask asset
+    that no item of it has, listing what its items offer.
+
+    Sources that cannot tell without reading every item (a STAC API whose collection
+    declares no ``item_assets``, EarthOne) are not checked here.
+
+    Raises:
+        ConfigError: a band or mask asset is in no item; names the catalog and the parameter.
+    """
+    stacked = request.stack
+    for product in (request, *request.merge, *stacked, *(m for s in stacked for m in s.merge)):
+        source = open_source(product.catalog, product.collection, boundary)
+        offered = source.band_names()
+        if offered is None:
+            continue
+        assets, named = offered
+        asked = [(band, "bands") for band in product.bands]
+        asked += [(asset, _mask_parameter(product, asset)) for asset in product.pixel_masks]
+        for band, parameter in asked:
+            if band not in assets and band not in named:
+                raise ConfigError(
+                    f"{source.name}: no item has {band!r} (`{parameter}`); asset keys:"
+                    f" {', '.join(sorted(assets)) or 'none'}; eo:bands names: {', '.join(sorted(named)) or 'none'}"
+                )
+
+
+def _mask_parameter(product: Product, asset: str) -> str:
+    if asset == product.mask_asset:
+        return "mask_asset"
+    return "mask_bits" if product.mask_bits is not None and asset == product.mask_bits[0] else "cloud_prob_asset"
 
 
 @dataclass(frozen=True)
@@ -220,6 +273,8 @@ class _Part:
     nodata: int | float | None
     bands: tuple[str, ...]
     scenes: tuple[str, ...]
+    scale_offset: tuple[tuple[float, float], ...] = ()
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,12 +284,13 @@ class _Candidate:
     source: Source
 
 
-def _composite_part(tile: Tile, settings: ImageryRequest) -> _Part:
-    """Composite of one product and the products merged into it."""
-    candidates = _candidates(tile, (settings, *settings.merge))
+def _composite_part(tile: Tile, settings: ImageryRequest, scaled: bool) -> _Part:
+    """Composite of one product and the products merged into it; ``scaled`` applies scale and offset."""
+    products = (settings, *settings.merge)
+    candidates = _candidates(tile, products)
     empty = np.zeros(tile.shape, dtype=bool)
     if not candidates:
-        return _Part(None, empty, None, settings.bands, ())
+        return _Part(None, empty, None, settings.bands, (), reason=_no_scene_reason(tile, products))
     scenes = [c.scene for c in candidates]
     priority = settings.method in PRIORITY_METHODS
     if priority:
@@ -247,10 +303,11 @@ def _composite_part(tile: Tile, settings: ImageryRequest) -> _Part:
     else:
         order = range(len(candidates))
     arrays, masks, read = [], [], []
-    nodata = None
+    nodata, scale_offset = None, ()
     covered = empty.copy()
     for index in order:
-        data, valid, declared = _read_scene(candidates[index], tile, settings.resampling)
+        data, valid, declared, declared_scaling = _read_scene(candidates[index], tile, settings.resampling, scaled)
+        scale_offset = scale_offset or declared_scaling
         arrays.append(data)
         masks.append(valid)
         read.append(candidates[index].scene.id)
@@ -265,7 +322,22 @@ def _composite_part(tile: Tile, settings: ImageryRequest) -> _Part:
     fill = nodata if nodata is not None and fits_dtype(nodata, dtype) else 0
     result = composite(stack, np.stack(masks), settings.method, order=range(len(arrays)), nodata=fill)
     used = tuple(scene_id for scene_id, flag in zip(read, result.used) if flag)
-    return _Part(result.data, result.valid, nodata, settings.bands, used)
+    return _Part(result.data, result.valid, nodata, settings.bands, used, scale_offset)
+
+
+def _no_scene_reason(tile: Tile, products: Sequence[Product]) -> str:
+    """Why no scene is left for ``tile``: none covers it, or the filters removed how many."""
+    found = sum(len(open_source(p.catalog, p.collection).search(tile, SceneQuery())) for p in products)
+    if not found:
+        return "no scene covers the tile"
+    words = []
+    for product in products:
+        for name in ("start", "end", "max_cloud"):
+            value = getattr(product, name)
+            if value is not None:
+                shown = f"{value:g}" if isinstance(value, float) else value.isoformat().replace("+00:00", "Z")
+                words.append(f"`{name}={shown}`")
+    return f"no scene after filters: 0 of {found} passed {' '.join(dict.fromkeys(words))}"
 
 
 def _candidates(tile: Tile, products: Sequence[Product]) -> list[_Candidate]:
@@ -278,11 +350,19 @@ def _candidates(tile: Tile, products: Sequence[Product]) -> list[_Candidate]:
     return sorted(found.values(), key=lambda c: (c.scene.datetime, c.scene.id, c.source.name))
 
 
-def _read_scene(candidate: _Candidate, tile: Tile, resampling: str) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Band values (bands, rows, cols), pixel validity (rows, cols) and declared nodata of one scene."""
+def _read_scene(
+    candidate: _Candidate, tile: Tile, resampling: str, scaled: bool
+) -> tuple[np.ndarray, np.ndarray, float | None, tuple[tuple[float, float], ...]]:
+    """Band values (bands, rows, cols), pixel validity (rows, cols), declared nodata and
+    (scale, offset) per band of one scene; with ``scaled`` the values have them applied."""
     scene, product, source = candidate.scene, candidate.product, candidate.source
     pixels = source.read(scene, product.bands, tile, resampling)
     valid = ~np.ma.getmaskarray(pixels.values).any(axis=0)
+    values = np.ma.getdata(pixels.values)
+    scale_offset = pixels.scale_offset or ((1.0, 0.0),) * len(product.bands)
+    if scaled and any(pair != (1.0, 0.0) for pair in scale_offset):
+        scale, offset = (np.array(column, dtype=np.float64)[:, np.newaxis, np.newaxis] for column in zip(*scale_offset))
+        values = (values * scale + offset).astype(np.float32)
     if product.pixel_masks:
         # Class and probability rasters must never be interpolated.
         masks = source.read(scene, product.pixel_masks, tile, "nearest").values
@@ -290,9 +370,11 @@ def _read_scene(candidate: _Candidate, tile: Tile, resampling: str) -> tuple[np.
         layers = iter(np.ma.getdata(masks))
         if product.mask_asset is not None:
             valid &= ~np.isin(next(layers), product.mask_values)
+        if product.mask_bits is not None:
+            valid &= ~bits_set(next(layers), product.mask_bits[1])
         if product.cloud_prob_asset is not None:
             valid &= next(layers) <= product.cloud_prob_threshold
-    return np.ma.getdata(pixels.values), valid, pixels.nodata
+    return values, valid, pixels.nodata, scale_offset
 
 
 def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> TileImagery:
@@ -318,6 +400,9 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
             data[:, ~part.valid] = nodata
             arrays.append(data)
     valid = np.logical_and.reduce([p.valid for p in parts])
+    reason = next((p.reason for p in parts if p.reason is not None), None)
+    if reason is None and not valid.any():
+        reason = "no valid pixel in any scene"
     return TileImagery(
         data=np.concatenate(arrays),
         valid=valid,
@@ -325,6 +410,9 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
         band_names=request.band_names,
         scenes=tuple(scene for part in parts for scene in part.scenes),
         valid_fraction=float(valid.mean()),
+        scale_offset=tuple(pair for p in parts for pair in (p.scale_offset or ((1.0, 0.0),) * len(p.bands))),
+        scaled=not request.stored_values,
+        reason=reason,
     )
 
 
@@ -455,17 +543,6 @@ def _parse_names(name: str, value: Any, where: str = "") -> tuple[str, ...]:
     return names
 
 
-def _parse_integers(name: str, value: Any, where: str = "") -> tuple[int, ...]:
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
-    try:
-        numbers = tuple(int(str(i).strip()) for i in items if str(i).strip())
-    except ValueError:
-        raise _fail(name, where, f"expected comma-separated integers, got {value!r}") from None
-    if not numbers:
-        raise _fail(name, where, "expected at least one integer")
-    return numbers
-
-
 def _parse_number(name: str, value: Any, where: str = "") -> int | float:
     if isinstance(value, bool):
         raise _fail(name, where, f"expected a number, got {value!r}")
@@ -522,6 +599,23 @@ def _parse_choice(choices: Sequence[str]) -> Callable[[str, Any, str], str]:
     return parse
 
 
+def _wrapped(parse: Callable[[Any], Any], name: str, value: Any, where: str) -> Any:
+    """``parse(value)`` with its errors naming the option ``name`` after ``where``."""
+    try:
+        return parse(value)
+    except ConfigError as error:
+        raise _fail(name, where, str(error)) from None
+
+
+def _parse_flag(name: str, value: Any, where: str = "") -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "yes", "no", "1", "0"):
+        raise _fail(name, where, f"expected true or false, got {value!r}")
+    return text in ("true", "yes", "1")
+
+
 def _parse_dtype(name: str, value: Any, where: str = "") -> str:
     try:
         dtype = np.dtype(value)
@@ -540,7 +634,8 @@ _PARSERS: dict[str, Callable[..., Any]] = {
     "end": lambda name, value, where="": _parse_moment(name, value, where, end_of_day=True),
     "max_cloud": _parse_percent,
     "mask_asset": _parse_text,
-    "mask_values": _parse_integers,
+    "mask_values": lambda name, value, where="": _wrapped(mask_classes, name, value, where),
+    "mask_bits": lambda name, value, where="": _wrapped(mask_bits, name, value, where),
     "cloud_prob_asset": _parse_text,
     "cloud_prob_threshold": _parse_number,
     "method": _parse_choice(METHODS),
@@ -548,4 +643,5 @@ _PARSERS: dict[str, Callable[..., Any]] = {
     "resampling": _parse_choice(RESAMPLING),
     "nodata": _parse_number,
     "dtype": _parse_dtype,
+    "stored_values": lambda name, value, where="": _parse_flag(name, value, where),
 }

@@ -49,10 +49,13 @@ _CLIP_MARGIN_PX = 2
 class LabelRequest:
     """What to rasterize: plain values, picklable for worker processes.
 
-    ``attribute`` names an integer field burnt as the class; None burns 1 for every
-    feature. ``background`` fills pixels no feature covers; pixels outside the
-    polygons of ``extent`` (the surveyed area) get ``ignore_value``. Layers are
-    chosen by name or 0-based index.
+    ``attribute`` names a field burnt as the class: whole numbers, or text that
+    ``classes`` (value -> name pairs, see `parse_classes`) maps to numbers; None burns
+    1 for every feature. ``background`` fills pixels no feature covers; pixels outside
+    the polygons of ``extent`` (the surveyed area) get ``ignore_value``, and so, unless
+    ``label_without_imagery``, do pixels where the image has no valid value: a model
+    should not learn from pixels it will never see. Layers are chosen by name or
+    0-based index.
     """
 
     path: str
@@ -63,8 +66,11 @@ class LabelRequest:
     extent: str | None = None
     extent_layer: str | int | None = None
     ignore_value: int = 255
+    classes: tuple[tuple[int, str], ...] = ()
+    label_without_imagery: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(sorted(parse_classes(dict(self.classes)).items())))
         for name in ("background", "ignore_value"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
@@ -78,8 +84,9 @@ class LabelRequest:
 
     @property
     def nodata(self) -> int | None:
-        """The label raster's nodata: ``ignore_value`` when an extent is given, else None."""
-        return self.ignore_value if self.extent is not None else None
+        """The label raster's nodata: ``ignore_value`` when some pixels may be ignored
+        (an extent is given, or pixels without imagery are ignored), else None."""
+        return self.ignore_value if self.extent is not None or not self.label_without_imagery else None
 
     @classmethod
     def from_options(cls, options: dict) -> LabelRequest:
@@ -97,11 +104,38 @@ class LabelRequest:
             "all_touched": bool(options.get("all_touched") or False),
             "extent": None if options.get("extent") is None else os.fspath(options["extent"]),
             "extent_layer": options.get("extent_layer"),
+            "classes": tuple(parse_classes(options.get("classes")).items()),
+            "label_without_imagery": bool(options.get("label_without_imagery") or False),
         }
         for name in ("background", "ignore_value"):
             if options.get(name) is not None:
                 values[name] = _whole_number(name, options[name])
         return cls(**values)
+
+
+def parse_classes(value: object) -> dict[int, str]:
+    """Class names by value from ``"0=background,1=building"``, ``"water=1,building=2"``
+    (either side may hold the number) or a mapping of either kind (YAML).
+
+    Raises:
+        ConfigError: an entry is not a number paired with a name, or a value is outside 0-255.
+    """
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = [item.partition("=")[::2] for item in str(value).split(",") if item.strip()]
+    names: dict[int, str] = {}
+    for left, right in pairs:
+        left, right = str(left).strip(), str(right).strip()
+        number, name = (left, right) if left.isdigit() else (right, left)
+        if not number.isdigit() or not name or int(number) > 255:
+            raise ConfigError(
+                f"`classes` expects VALUE=NAME or NAME=VALUE pairs with values 0-255, got {left}={right}"
+            )
+        names[int(number)] = name
+    return names
 
 
 def _whole_number(name: str, value: object) -> int:
@@ -186,7 +220,7 @@ class GroundTruth:
     def load(cls, request: LabelRequest) -> GroundTruth:
         """Read, validate, repair and index the labels and extent files (each read once)."""
         labels = _read_layer(
-            request.path, request.layer, "--labels-layer", request.attribute, request.ignore_value
+            request.path, request.layer, "--labels-layer", request.attribute, request.ignore_value, request.classes
         )
         extent = None
         if request.extent is not None:
@@ -237,7 +271,12 @@ def load_ground_truth(request: LabelRequest) -> GroundTruth:
 
 
 def _read_layer(
-    path: str, layer: str | int | None, layer_option: str, attribute: str | None = None, ignore_value: int = 255
+    path: str,
+    layer: str | int | None,
+    layer_option: str,
+    attribute: str | None = None,
+    ignore_value: int = 255,
+    classes: tuple[tuple[int, str], ...] = (),
 ) -> _Layer:
     """Read one layer once; without ``attribute`` every feature gets class 1."""
     layer_data = read_vector(path, layer, () if attribute is None else (attribute,), layer_option)
@@ -248,7 +287,8 @@ def _read_layer(
     if attribute is None:
         values = np.ones(geometries.size, dtype=np.uint8)
     else:
-        values = _class_values(layer_data.fields[attribute], layer_data.rows, path, attribute, ignore_value)
+        raw = _text_classes(layer_data.fields[attribute], layer_data.rows, path, attribute, classes)
+        values = _class_values(raw, layer_data.rows, path, attribute, ignore_value)
 
     invalid = ~shapely.is_valid(geometries)
     repaired = int(invalid.sum())
@@ -282,6 +322,25 @@ def _read_layer(
     )
 
 
+def _text_classes(
+    raw: np.ndarray, rows: np.ndarray, path: str, attribute: str, classes: tuple[tuple[int, str], ...]
+) -> np.ndarray:
+    """A text attribute column as class numbers through ``classes``; other columns as they are."""
+    if raw.dtype.kind in "iuf" or not classes:
+        return raw
+    numbers = {name: value for value, name in classes}
+    mapped = np.array([numbers.get(v, np.nan) if isinstance(v, str) else np.nan for v in raw], dtype=np.float64)
+    unknown = np.flatnonzero(np.isnan(mapped))
+    if unknown.size:
+        first = int(unknown[0])
+        known = ", ".join(f"{name}={value}" for value, name in classes)
+        raise LabelError(
+            f"{path}: attribute {attribute!r} has {unknown.size} values that `classes` does not name,"
+            f" e.g. {raw[first]!r} in feature {int(rows[first])}; `classes` maps {known}"
+        )
+    return mapped
+
+
 def _class_values(
     raw: np.ndarray, rows: np.ndarray, path: str, attribute: str, ignore_value: int
 ) -> np.ndarray:
@@ -290,7 +349,8 @@ def _class_values(
     if raw.dtype.kind not in "iuf":
         example = next((value for value in raw if value is not None), None)
         raise LabelError(
-            f"{path}: attribute {attribute!r} holds {raw.dtype} values such as {example!r}; {rule}"
+            f"{path}: attribute {attribute!r} holds {raw.dtype} values such as {example!r}; {rule},"
+            f" or text that `classes` maps to them (e.g. {example}=1)"
         )
     numbers = raw.astype(np.float64)
     with np.errstate(invalid="ignore"):

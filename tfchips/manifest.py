@@ -24,7 +24,11 @@ from tfchips.statistics import (
 
 @dataclass(frozen=True)
 class ChipRecord:
-    """The outcome for one tile: ``written``, ``skipped`` or ``failed``, and why."""
+    """The outcome for one tile: ``written``, ``skipped`` or ``failed``, and why.
+
+    ``scale_offset`` is the (scale, offset) per band that STAC declared, when any band
+    declared one: ``scaled`` says whether the chip's values have them applied.
+    """
 
     key: str
     status: str
@@ -34,6 +38,8 @@ class ChipRecord:
     labelled_fraction: float | None = None
     statistics: ChipStatistics | None = None
     resumed: bool = False
+    scale_offset: tuple[tuple[float, float], ...] = ()
+    scaled: bool = True
 
     def as_json(self) -> dict:
         entry = {"key": self.key, "status": self.status}
@@ -47,6 +53,8 @@ class ChipRecord:
                 class_counts=dict(self.statistics.class_counts),
                 resumed=self.resumed,
             )
+            if self.scale_offset:
+                entry["scale_offset"] = {"applied": self.scaled, "bands": [list(pair) for pair in self.scale_offset]}
         elif self.valid_fraction is not None:
             entry["valid_fraction"] = self.valid_fraction
         return entry

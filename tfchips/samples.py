@@ -10,11 +10,14 @@ and writes the manifest and ESRI metadata at the end.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import os
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
+
+import numpy as np
 
 from tfchips import storage
 from tfchips.chips import (
@@ -28,7 +31,7 @@ from tfchips.chips import (
 from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError, WorkerError
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
 from tfchips.grid import Tile, key_to_filename
-from tfchips.imagery import ImageryRequest, imagery_for_tile
+from tfchips.imagery import ImageryRequest, check_bands, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.esri import remove_esri_metadata, write_esri_metadata
 from tfchips.lock import output_lock
@@ -45,7 +48,8 @@ class SampleJob:
     """Everything one tile needs; plain values so that worker processes can receive it.
 
     ``min_valid`` and ``min_labelled`` are fractions (0-1) of the chip's pixels
-    below which a tile is skipped rather than written.
+    below which a tile is skipped rather than written. ``class_names`` (value -> name)
+    default to the ``classes`` of ``labels``.
     """
 
     imagery: ImageryRequest
@@ -57,6 +61,8 @@ class SampleJob:
     class_names: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.class_names:
+            object.__setattr__(self, "class_names", dict(self.labels.classes))
         for name in ("min_valid", "min_labelled"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -86,8 +92,10 @@ def make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]
     Chips an earlier run wrote are kept when they still fit the job (read back,
     same bands, above the thresholds); otherwise the tile is labelled, composited
     and written. A tile that ends ``skipped`` or ``failed`` loses any chips of an
-    earlier run, so the folder always agrees with the manifest. Read errors and
-    empty tiles come back as a ``failed`` record: one bad tile never stops a job.
+    earlier run, so the folder always agrees with the manifest. A tile no scene
+    covers, whose scenes the filters all remove, or with no valid pixel is
+    ``skipped`` with that reason; read errors come back as a ``failed`` record: one
+    bad tile never stops a job.
     """
     try:
         resumed = None if job.overwrite else _resumed(tile, job)
@@ -128,17 +136,22 @@ def _made(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
         return ChipRecord(tile.key, "skipped", reason=reason, labelled_fraction=labelled), job.imagery.band_names
     imagery = imagery_for_tile(tile, job.imagery)
     if imagery.valid_fraction == 0.0:
-        return ChipRecord(tile.key, "failed", reason="no valid pixel in any scene", scenes=imagery.scenes), imagery.band_names
+        record = ChipRecord(tile.key, "skipped", reason=imagery.reason, valid_fraction=0.0)
+        return record, imagery.band_names
+    if not job.labels.label_without_imagery:
+        label = np.where(imagery.valid, label, np.uint8(job.labels.ignore_value))
     record = chip_record(
         tile.key, imagery.data, imagery.valid, label, imagery.scenes, job.labels.background, truth.nodata
     )
     skipped = _below_thresholds(record, job)
     if skipped is not None:
         return skipped, imagery.band_names
+    declared = imagery.scale_offset if any(pair != (1.0, 0.0) for pair in imagery.scale_offset) else ()
     write_chip_pair(
-        job.out, tile, imagery.data, imagery.nodata, imagery.band_names, label, truth.nodata, imagery.scenes
+        job.out, tile, imagery.data, imagery.nodata, imagery.band_names, label, truth.nodata, imagery.scenes,
+        scale_offset=() if imagery.scaled else declared,
     )
-    return record, imagery.band_names
+    return dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled), imagery.band_names
 
 
 def _below_thresholds(record: ChipRecord, job: SampleJob) -> ChipRecord | None:
@@ -182,6 +195,8 @@ def create_samples(
             that finished, and the same call again resumes.
     """
     tiles = list(dict.fromkeys(tiles))
+    # A band no item has would fail every tile: say so once, before anything is written.
+    check_bands(job.imagery)
     with output_lock(job.out):
         start_job(job, parameters, len(tiles))
         records: dict[int, ChipRecord] = {}

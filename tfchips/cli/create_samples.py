@@ -11,32 +11,18 @@ from tfchips.aoi import read_tile_list
 from tfchips.cli import options
 from tfchips.cli.config import config_option, save_effective_config
 from tfchips.console import progress as progress_bar
-from tfchips.errors import ConfigError, OutputError
+from tfchips.errors import OutputError
 from tfchips import storage
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
 from tfchips.grid import Tile, tiles_for_shape
-from tfchips.imagery import ImageryRequest
+from tfchips.imagery import ImageryRequest, check_bands
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.lock import output_lock
 from tfchips.samples import SampleJob, create_samples
-from tfchips.sources import open_source
 from tfchips.redaction import redact_json
 
 # Latitudes (degrees) between which UTM is defined.
 UTM_SOUTH, UTM_NORTH = -80.0, 84.0
-
-
-def parse_class_names(text: str | None) -> dict[int, str]:
-    """``"0=background,1=building"`` -> {0: "background", 1: "building"}."""
-    if not text:
-        return {}
-    names = {}
-    for item in str(text).split(","):
-        value, _, name = item.partition("=")
-        if not value.strip().isdigit() or not name.strip():
-            raise ConfigError(f"--classes expects VALUE=NAME pairs separated by commas, got {item!r}")
-        names[int(value)] = name.strip()
-    return names
 
 
 def label_options(function):
@@ -53,7 +39,10 @@ def label_options(function):
             click.option("--extent-layer", help="Layer of --extent, by name or 0-based index."),
             click.option("--ignore-value", type=click.IntRange(0, 255), default=255, show_default=True,
                          help="Label (and label nodata) outside --extent."),
-            click.option("--classes", help="Class names, e.g. 0=background,1=building,2=water."),
+            click.option("--classes", help="Class names, e.g. 0=background,1=building; NAME=VALUE pairs"
+                         " (water=1,building=2) also map a text --attribute to values."),
+            click.option("--label-without-imagery", is_flag=True,
+                         help="Keep labels where the image has no valid pixel  [default: --ignore-value there]"),
         ]
     ):
         function = decorator(function)
@@ -119,22 +108,21 @@ def job_from_values(
     this too, with ``chips`` False when its chips go to TFRecords, not to OUT.
     """
     tiles = _tiles(values, from_config)
+    labels = LabelRequest.from_options(values)
     job = SampleJob(
         imagery=ImageryRequest.from_options(values),
-        labels=LabelRequest.from_options(values),
+        labels=labels,
         out=values["out"],
         min_valid=values["min_valid"],
         min_labelled=values["min_labelled"],
         overwrite=values["overwrite"],
-        class_names=parse_class_names(values["classes"]),
+        class_names=dict(labels.classes),
     )
     load_ground_truth(job.labels)
     boundary = options.trust_boundary(values)
     # Worker processes, started later, read the boundary from the environment.
     os.environ.update(boundary.environment())
-    stacked = job.imagery.stack
-    for product in (job.imagery, *job.imagery.merge, *stacked, *(m for s in stacked for m in s.merge)):
-        open_source(product.catalog, product.collection, boundary)
+    check_bands(job.imagery, boundary)
     if chips and not job.overwrite:
         check_fingerprint(job.out, job_fingerprint(job.imagery, job.labels), option_flag, "--overwrite")
     try:

@@ -70,7 +70,17 @@ def _imagery_option_list() -> list:
         click.option("--end", metavar="DATE", help="Last acquisition date, inclusive (YYYY-MM-DD or ISO 8601, UTC)."),
         click.option("--max-cloud", type=float, metavar="PERCENT", help="Skip scenes with more cloud cover."),
         click.option("--mask-asset", metavar="NAME", help="Class raster whose --mask-values mask pixels, e.g. scl."),
-        click.option("--mask-values", metavar="INTS", help="Comma-separated classes to mask, e.g. 3,8,9,10."),
+        click.option(
+            "--mask-values",
+            metavar="CLASSES",
+            help="Comma-separated classes to mask: numbers, Sentinel-2 SCL names or s2-clouds, e.g. 3,8,9,10.",
+        ),
+        click.option(
+            "--mask-bits",
+            metavar="ASSET=BITS",
+            help="Mask pixels whose ASSET has any of these bits set: numbers, Landsat QA_PIXEL names or"
+            " landsat-clouds, e.g. qa_pixel=1,3,4.",
+        ),
         click.option("--cloud-prob-asset", metavar="NAME", help="Cloud-probability raster used to mask pixels."),
         click.option(
             "--cloud-prob-threshold",
@@ -92,7 +102,15 @@ def _imagery_option_list() -> list:
             "--resampling", type=click.Choice(RESAMPLING), help="Resampling of image bands  [default: nearest]"
         ),
         click.option("--nodata", metavar="NUMBER", help="Output nodata value  [default: the scenes', else 0]"),
-        click.option("--dtype", help="Output dtype, e.g. uint16 or float32  [default: the scenes']"),
+        click.option(
+            "--dtype", help="Output dtype, e.g. uint16 or float32  [default: the scenes', float32 when scaled]"
+        ),
+        click.option(
+            "--stored-values",
+            is_flag=True,
+            default=None,
+            help="Keep stored values; raster:bands scale and offset go into the chips  [default: applied]",
+        ),
         click.option(
             "--merge",
             multiple=True,

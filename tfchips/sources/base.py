@@ -57,11 +57,13 @@ class Pixels:
 
     ``values`` is a masked array (bands, rows, cols): masked where the scene has no data
     (outside its footprint, or at its nodata value). ``nodata`` is the value the scene
-    declares, or None when it declares none.
+    declares, or None when it declares none. ``scale_offset`` holds one (scale, offset)
+    per band that turns stored values into physical ones (empty: none declared).
     """
 
     values: np.ma.MaskedArray
     nodata: int | float | None
+    scale_offset: tuple[tuple[float, float], ...] = ()
 
 
 class Source(abc.ABC):
@@ -75,6 +77,11 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
         """Scenes whose footprint meets the tile and that pass ``query``, sorted by time then id."""
+
+    def band_names(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(asset keys, ``eo:bands`` names) that the source's items offer between them, or
+        None when it cannot tell without reading every item."""
+        return None
 
     @abc.abstractmethod
     def read(self, scene: Scene, bands: Sequence[str], tile: Tile, resampling: str = "nearest") -> Pixels:

@@ -2,7 +2,7 @@
 
 A band is an asset key, or the ``name`` / ``common_name`` of an entry in an asset's
 ``eo:bands`` (STAC 1.1 ``bands``). Nodata comes from the file, else from
-``raster:bands[].nodata``. Every asset href passes the catalog `TrustBoundary` of the
+``raster:bands[].nodata``, as do ``scale`` and ``offset``. Every asset href passes the catalog `TrustBoundary` of the
 document the item was read from before anything opens it.
 """
 
@@ -97,7 +97,7 @@ def _band_ref(item: pystac.Item, name: str, boundary: TrustBoundary, origin: str
         if count > 1:
             names = ", ".join(str(b.get("common_name") or b.get("name")) for b in _band_list(asset))
             raise ItemError(f"{label}: asset {name!r} has {count} bands; ask for one of them by name ({names})")
-        return BandRef(_href(item, name, asset, boundary, origin), 1, _stac_nodata(item, name, asset, 0))
+        return BandRef(_href(item, name, asset, boundary, origin), 1, *_stac_band(item, name, asset, 0))
     for key in ("name", "common_name", "eo:common_name"):
         for asset_key, candidate in item.assets.items():
             for position, band in enumerate(_band_list(candidate)):
@@ -105,7 +105,7 @@ def _band_ref(item: pystac.Item, name: str, boundary: TrustBoundary, origin: str
                     return BandRef(
                         _href(item, asset_key, candidate, boundary, origin),
                         position + 1,
-                        _stac_nodata(item, asset_key, candidate, position),
+                        *_stac_band(item, asset_key, candidate, position),
                     )
     raise ItemError(
         f"{label} has no asset or eo:bands name {name!r}; assets: {', '.join(sorted(item.assets)) or 'none'}"
@@ -117,15 +117,45 @@ def _band_list(asset: pystac.Asset) -> list[dict]:
     return [band for band in bands if isinstance(band, dict)] if isinstance(bands, list) else []
 
 
-def _stac_nodata(item: pystac.Item, key: str, asset: pystac.Asset, position: int) -> int | float | None:
-    """Nodata of band ``position`` from the raster extension (or STAC 1.1 ``bands``)."""
+def band_names_of(assets: Any) -> tuple[set[str], set[str]]:
+    """(asset keys, ``eo:bands`` and ``bands`` names) of an item's raw ``assets`` JSON."""
+    if not isinstance(assets, Mapping):
+        return set(), set()
+    keys = {key for key in assets if isinstance(key, str)}
+    names = set()
+    for asset in assets.values():
+        for field in ("eo:bands", "bands"):
+            bands = asset.get(field) if isinstance(asset, Mapping) else None
+            for band in bands if isinstance(bands, list) else []:
+                if isinstance(band, Mapping):
+                    names |= {band.get(k) for k in ("name", "common_name", "eo:common_name")}
+    return keys, {name for name in names if isinstance(name, str)}
+
+
+def _stac_band(item: pystac.Item, key: str, asset: pystac.Asset, position: int) -> tuple[int | float | None, float, float]:
+    """Nodata, scale and offset of band ``position`` from the raster extension (or STAC 1.1 ``bands``)."""
+    nodata, scale, offset = None, 1.0, 0.0
     for field in ("raster:bands", "bands"):
         bands = asset.extra_fields.get(field) or []
         if isinstance(bands, list) and position < len(bands) and isinstance(bands[position], dict):
-            if bands[position].get("nodata") is not None:
-                return _nodata_number(item, key, field, bands[position]["nodata"])
+            band = bands[position]
+            if nodata is None and band.get("nodata") is not None:
+                nodata = _nodata_number(item, key, field, band["nodata"])
+            scale = _scaling(item, key, field, band, "scale", scale)
+            offset = _scaling(item, key, field, band, "offset", offset)
     value = asset.extra_fields.get("nodata")
-    return None if value is None else _nodata_number(item, key, "nodata", value)
+    if nodata is None and value is not None:
+        nodata = _nodata_number(item, key, "nodata", value)
+    return nodata, scale, offset
+
+
+def _scaling(item: pystac.Item, key: str, field: str, band: dict, name: str, default: float) -> float:
+    value = band.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ItemError(f"{item_label(item)}: asset {key!r} has {field} {name} {value!r}; expected a finite number")
+    return float(value)
 
 
 def _nodata_number(item: pystac.Item, key: str, field: str, value) -> int | float:

@@ -47,12 +47,15 @@ _KERNEL_MARGIN = 3
 
 @dataclass(frozen=True)
 class BandRef:
-    """Where one band lives: a raster file or URL, its 1-based band index, and the nodata
-    value to assume when the file declares none (from STAC ``raster:bands``)."""
+    """Where one band lives: a raster file or URL, its 1-based band index, the nodata
+    value to assume when the file declares none, and the scale and offset that make its
+    stored values physical ones (all from STAC ``raster:bands``)."""
 
     href: str
     index: int = 1
     nodata: int | float | None = None
+    scale: float = 1.0
+    offset: float = 0.0
 
 
 def read_bands(refs: Sequence[BandRef], tile: Tile, resampling: str = "nearest", label: str = "") -> Pixels:
@@ -76,7 +79,8 @@ def read_bands(refs: Sequence[BandRef], tile: Tile, resampling: str = "nearest",
     values = np.ma.masked_all((len(refs), *tile.shape), dtype=dtype)
     for href, where in positions.items():
         values[where] = parts[href].values
-    return Pixels(values=values, nodata=parts[refs[0].href].nodata)
+    scale_offset = tuple((float(ref.scale), float(ref.offset)) for ref in refs)
+    return Pixels(values=values, nodata=parts[refs[0].href].nodata, scale_offset=scale_offset)
 
 
 def _read_href(

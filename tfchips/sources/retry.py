@@ -2,20 +2,24 @@
 
 Every remote operation (a STAC API request, a catalog or item file fetched over HTTP,
 the read of one raster over HTTP or from an object store) is tried up to
-``RetryPolicy.attempts`` times when it fails for a reason that may go away: a timeout,
+``RetryPolicy.attempts`` times, and for no longer than ``RetryPolicy.deadline`` seconds in
+all, when it fails for a reason that may go away: a timeout,
 a refused or reset connection, a truncated body, or HTTP 408, 425, 429, 500, 502, 503,
 504. Before retry ``n`` (1 for the first) it waits ``backoff * 2 ** (n - 1)`` seconds,
 scaled by a random factor from 0.5 to 1 so that workers that failed together do not
 retry together, and never less than the server's ``Retry-After``; no wait is longer
-than ``max_backoff``. Other errors (404, a malformed file) are raised at once.
+than ``max_backoff``, and no retry starts that would begin past the ``deadline`` (counted
+from the first try). The defaults ride out an outage of 15 s: the first six waits add up
+to at least 15.75 s, jitter included. Other errors (404, a malformed file) are raised at once.
 
 The policy comes from the environment, read at each call so that worker processes
 follow the job that started them:
 
 =============================  =======  =============================================
-``TFCHIPS_RETRY_ATTEMPTS``     4        tries per operation, the first included
+``TFCHIPS_RETRY_ATTEMPTS``     8        tries per operation, the first included
 ``TFCHIPS_RETRY_BACKOFF``      0.5      seconds before the first retry; doubles
 ``TFCHIPS_RETRY_MAX_BACKOFF``  30       longest single wait, ``Retry-After`` included
+``TFCHIPS_RETRY_DEADLINE``     90       seconds from the first try past which none starts
 ``TFCHIPS_HTTP_TIMEOUT``       60       seconds to wait for a server to connect or answer
 =============================  =======  =============================================
 """
@@ -47,6 +51,7 @@ ENVIRONMENT = {
     "attempts": "TFCHIPS_RETRY_ATTEMPTS",
     "backoff": "TFCHIPS_RETRY_BACKOFF",
     "max_backoff": "TFCHIPS_RETRY_MAX_BACKOFF",
+    "deadline": "TFCHIPS_RETRY_DEADLINE",
     "timeout": "TFCHIPS_HTTP_TIMEOUT",
 }
 
@@ -55,15 +60,16 @@ ENVIRONMENT = {
 class RetryPolicy:
     """How often and how patiently remote reads are retried (seconds throughout)."""
 
-    attempts: int = 4
+    attempts: int = 8
     backoff: float = 0.5
     max_backoff: float = 30.0
     timeout: float = 60.0
+    deadline: float = 90.0
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
             raise ConfigError(f"{ENVIRONMENT['attempts']} must be a whole number of at least 1, got {self.attempts!r}")
-        for name in ("backoff", "max_backoff", "timeout"):
+        for name in ("backoff", "max_backoff", "timeout", "deadline"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{ENVIRONMENT[name]} must be a number of seconds >= 0, got {value!r}")
@@ -128,8 +134,9 @@ class TransientError(Exception):
 class RetryError(Exception):
     """An operation still failed after every attempt; the last error is its ``__cause__``."""
 
-    def __init__(self, error: BaseException, attempts: int) -> None:
-        super().__init__(f"{first_line(error)}; gave up after {attempts} attempts")
+    def __init__(self, error: BaseException, attempts: int, seconds: float | None = None) -> None:
+        within = "" if seconds is None else f" in {seconds:.1f} s (`TFCHIPS_RETRY_DEADLINE`)"
+        super().__init__(f"{first_line(error)}; gave up after {attempts} attempts{within}")
         self.attempts = attempts
 
 
@@ -201,6 +208,10 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _clock() -> float:
+    return time.monotonic()
+
+
 def with_retries(
     operation: Callable[[], T],
     policy: RetryPolicy | None = None,
@@ -213,9 +224,11 @@ def with_retries(
     ``transient`` classifies an exception as (retry?, Retry-After seconds);
     ``before_retry`` runs before each new attempt (to drop a cache, say). A
     non-transient error propagates unchanged; a transient one that outlasts every
-    attempt is raised as `RetryError` from it. ``what`` names the operation in logs.
+    attempt, or whose next retry would start past ``policy.deadline``, is raised as
+    `RetryError` from it. ``what`` names the operation in logs.
     """
     policy = policy or RetryPolicy.from_environment()
+    started = _clock()
     attempt = 1
     while True:
         try:
@@ -227,6 +240,9 @@ def with_retries(
             if attempt == policy.attempts:
                 raise RetryError(error, policy.attempts) from error
             wait = policy.delay(attempt, retry_after)
+            spent = _clock() - started
+            if spent + wait > policy.deadline:
+                raise RetryError(error, attempt, spent) from error
             reason = redact_text(first_line(error))
             logger.info("%s failed (%s); retry %d in %.2f s", what or "remote read", reason, attempt, wait)
         if before_retry is not None:

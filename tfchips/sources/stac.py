@@ -39,7 +39,7 @@ from tfchips.sources.base import (
     redact_url,
     sorted_scenes,
 )
-from tfchips.sources.items import item_label, read_item, scene_from_item, scene_from_properties
+from tfchips.sources.items import band_names_of, item_label, read_item, scene_from_item, scene_from_properties
 from tfchips.sources.limits import CatalogLimits, bound_session, read_local
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryPolicy, TransientError, retry_after_seconds, with_retries
 from tfchips.sources.trust import TrustBoundary
@@ -96,6 +96,8 @@ class StaticCatalog(_ItemSource):
         self.boundary = (boundary or TrustBoundary.from_environment()).trusting(href)
         self._documents = _Documents(href, self.boundary, limits or CatalogLimits.from_environment())
         self._scenes: list[Scene] = []
+        self._assets: set[str] = set()
+        self._named: set[str] = set()
         footprints = []
         for entry in _walk(_catalog_file(href), self._documents):
             if collection is not None and entry.data.get("collection") != collection:
@@ -106,6 +108,9 @@ class StaticCatalog(_ItemSource):
             if footprint is not None:
                 self._scenes.append(scene_from_properties(entry.id, entry.data.get("properties"), label, entry.href))
                 footprints.append(footprint)
+                keys, names = band_names_of(entry.data.get("assets"))
+                self._assets |= keys
+                self._named |= names
         if collection is not None and not self._scenes:
             raise CatalogError(redact_text(f"{href}: no items in collection {collection!r}"))
         footprints = np.array(footprints, dtype=object)
@@ -116,6 +121,9 @@ class StaticCatalog(_ItemSource):
 
     def __len__(self) -> int:
         return len(self._scenes)
+
+    def band_names(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self._assets), frozenset(self._named)
 
     def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
         hits = self._tree.query(tile.geometry, predicate="intersects")
@@ -170,6 +178,32 @@ class StacApi(_ItemSource):
         if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
             raise CatalogError(redact_text(f"{url}: not a STAC API with item search (no /search conformance)"))
         self._server_query = self._client.conforms_to(ConformanceClasses.QUERY)
+        self._offered = None if collection is None else self._check_collection(stac_io, collection)
+
+    def band_names(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        return self._offered
+
+    def _check_collection(self, stac_io, collection: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """Refuse a collection the API does not list; what its ``item_assets`` offer, if it says.
+
+        An API without a usable ``/collections`` is not judged: searches will tell.
+        """
+        root = self.name.rstrip("/")
+        try:
+            listed = with_retries(lambda: stac_io.read_json(f"{root}/collections"), what=f"listing {redact_url(root)}")
+            ids = [c.get("id") for c in listed.get("collections") or [] if isinstance(c, dict)]
+        except Exception:  # noqa: BLE001 - no listing: nothing to check against
+            return None
+        paged = any(isinstance(link, dict) and link.get("rel") == "next" for link in listed.get("links") or [])
+        if collection not in ids and not paged:
+            shown = ", ".join(sorted(str(i) for i in ids)[:20]) or "none"
+            raise CatalogError(_masked(f"{self.name}: no collection {collection!r} (`collection`); collections: {shown}", self.name))
+        document = next((c for c in listed["collections"] if isinstance(c, dict) and c.get("id") == collection), {})
+        item_assets = document.get("item_assets")
+        if not isinstance(item_assets, dict) or not item_assets:
+            return None
+        keys, names = band_names_of(item_assets)
+        return frozenset(keys), frozenset(names)
 
     def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
         params: dict = {"intersects": mapping(tile.geometry)}
@@ -181,13 +215,39 @@ class StacApi(_ItemSource):
             params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
         try:
             features = with_retries(lambda: self._features(params), what=f"searching {redact_url(self.name)}")
-            items = [pystac.Item.from_dict(feature, preserve_dict=False) for feature in features]
+            items = [pystac.Item.from_dict(self._with_self_link(feature), preserve_dict=False) for feature in features]
         except Exception as error:
             message = f"{self.name}: search failed for tile {tile.key} ({first_line(error)})"
             raise CatalogError(_masked(message, self.name)) from None
         # Filter again here: servers differ on open intervals and some ignore `query`.
         scenes = [scene_from_item(item) for item in items]
         return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
+
+    def _with_self_link(self, feature: dict) -> dict:
+        """``feature`` with an absolute self link, so that relative asset hrefs resolve against
+        the item's own URL, as they do in a static catalog, and never against the API's root.
+
+        An absolute self link is kept; a relative one is resolved against the API's URL; an
+        item without one gets its canonical URL, ``{api}/collections/{collection}/items/{id}``
+        (none when it names no collection).
+        """
+        if not isinstance(feature, dict):
+            return feature
+        links = [link for link in feature.get("links") or [] if isinstance(link, dict)]
+        own = next((link.get("href") for link in links if link.get("rel") == "self"), None)
+        if isinstance(own, str) and own and "://" in own:
+            return feature
+        root = self.name.rstrip("/") + "/"
+        if isinstance(own, str) and own:
+            href = urllib.parse.urljoin(root, own)
+        elif not (feature.get("collection") or self._collection):
+            return feature  # no collection to name the item's URL by: hrefs must be absolute
+        else:
+            collection = feature.get("collection") or self._collection
+            quoted = [urllib.parse.quote(str(part), safe="") for part in (collection, feature.get("id"))]
+            href = urllib.parse.urljoin(root, "collections/{}/items/{}".format(*quoted))
+        others = [link for link in links if link.get("rel") != "self"]
+        return {**feature, "links": [*others, {"rel": "self", "href": href, "type": "application/geo+json"}]}
 
     def _features(self, params: dict) -> list[dict]:
         """Every feature of every page of one search; no more than ``max_pages`` pages."""
