@@ -293,23 +293,23 @@ def test_merge_specs_inherit_and_stack_specs_do_not():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"bands": "red"}, "--catalog is required"),
-        ({"catalog": "c.json"}, "--bands is required"),
-        ({"catalog": "c.json", "bands": "red", "method": "mean"}, "--method: expected one of closest, median"),
-        ({"catalog": "c.json", "bands": "red", "start": "June"}, "--start: expected a date YYYY-MM-DD"),
-        ({"catalog": "c.json", "bands": "red", "max_cloud": "120"}, "--max-cloud: expected a percentage"),
-        ({"catalog": "c.json", "bands": "red", "mask_values": "3,8"}, "--mask-asset and --mask-values go together"),
-        ({"catalog": "c.json", "bands": "red", "mask_asset": "scl", "mask_values": "a"}, "--mask-values: expected"),
-        ({"catalog": "c.json", "bands": "red", "cloud_prob_asset": "cp"}, "--cloud-prob-threshold go together"),
-        ({"catalog": "c.json", "bands": "red", "start": "2023-07-01", "end": "2023-06-01"}, "is after --end"),
-        ({"catalog": "c.json", "bands": "red", "dtype": "str"}, "--dtype: expected a numeric dtype"),
-        ({"catalog": "c.json", "bands": "red", "resampling": "lanczos"}, "--resampling: expected one of"),
+        ({"bands": "red"}, "`catalog` is required"),
+        ({"catalog": "c.json"}, "`bands` is required"),
+        ({"catalog": "c.json", "bands": "red", "method": "mean"}, "`method`: expected one of closest, median"),
+        ({"catalog": "c.json", "bands": "red", "start": "June"}, "`start`: expected a date YYYY-MM-DD"),
+        ({"catalog": "c.json", "bands": "red", "max_cloud": "120"}, "`max_cloud`: expected a percentage"),
+        ({"catalog": "c.json", "bands": "red", "mask_values": "3,8"}, "`mask_asset` and `mask_values` go together"),
+        ({"catalog": "c.json", "bands": "red", "mask_asset": "scl", "mask_values": "a"}, "`mask_values`: expected"),
+        ({"catalog": "c.json", "bands": "red", "cloud_prob_asset": "cp"}, "`cloud_prob_threshold` go together"),
+        ({"catalog": "c.json", "bands": "red", "start": "2023-07-01", "end": "2023-06-01"}, "is after `end`"),
+        ({"catalog": "c.json", "bands": "red", "dtype": "str"}, "`dtype`: expected a numeric dtype"),
+        ({"catalog": "c.json", "bands": "red", "resampling": "lanczos"}, "`resampling`: expected one of"),
         ({"catalog": "c.json", "bands": "red", "merge": ["bands=nir"]}, "needs its own catalog= or collection="),
         ({"catalog": "c.json", "bands": "red", "merge": ["catalog=d.json bands=a,b"]}, "has 2 band"),
         ({"catalog": "c.json", "bands": "red", "merge": ["catalog=d.json method=median"]}, "unknown setting 'method'"),
         ({"catalog": "c.json", "bands": "red", "merge": ["catalog"]}, "'catalog' is not name=value"),
         ({"catalog": "c.json", "bands": "red", "stack": ["catalog=d.json"]}, "needs catalog= and bands="),
-        ({"catalog": "c.json", "bands": "red", "stack": ["catalog=d.json bands=x max-cloud=x"]}, "--max-cloud"),
+        ({"catalog": "c.json", "bands": "red", "stack": ["catalog=d.json bands=x max-cloud=x"]}, "`max_cloud`"),
     ],
 )
 def test_bad_options_are_config_errors_naming_the_option(options, message):
@@ -323,9 +323,9 @@ def test_nodata_must_fit_the_output_dtype(three_scenes):
 
 
 def test_nodata_that_does_not_fit_the_dtype_is_refused_with_the_request():
-    with pytest.raises(ConfigError, match="--nodata -1 does not fit --dtype uint8"):
+    with pytest.raises(ConfigError, match="`nodata` -1 does not fit `dtype` uint8"):
         ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "-1", "dtype": "uint8"})
-    with pytest.raises(ConfigError, match=r"--nodata 9{10}\d+ does not fit --dtype float32"):
+    with pytest.raises(ConfigError, match=r"`nodata` 9{10}\d+ does not fit `dtype` float32"):
         ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "1e39", "dtype": "float32"})
     assert ImageryRequest.from_options({"catalog": "c.json", "bands": "red", "nodata": "nan", "dtype": "float32"})
 
@@ -337,7 +337,7 @@ def test_values_that_do_not_fit_the_dtype_fail_the_tile_instead_of_wrapping(tmp_
     narrow = {"catalog": catalog, "bands": "red,nir", "dtype": "uint8"}
     message = (
         rf"tile {TILE.key}: bands red,nir of scenes bright hold values from 7400 to 7500,"
-        r" beyond the range of --dtype uint8; choose a wider --dtype"
+        r" beyond the range of `dtype` uint8; choose a wider `dtype`"
     )
     with pytest.raises(ConfigError, match=message):
         imagery_for_tile(TILE, ImageryRequest.from_options(narrow))

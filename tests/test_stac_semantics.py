@@ -173,9 +173,9 @@ def test_mask_bits_from_the_command_line_and_scl_names_in_mask_values(tmp_path):
 @pytest.mark.parametrize(
     "bits, message",
     [
-        ("qa_pixel=64", r"--mask-bits: 64 is out of range; expected numbers 0 to 63"),
-        ("qa_pixel=clouds", r"--mask-bits: expected numbers or the names .*landsat-clouds.*; got 'clouds'"),
-        ("qa_pixel", r"--mask-bits: expected ASSET=BITS such as qa_pixel=1,3,4"),
+        ("qa_pixel=64", r"`mask_bits`: 64 is out of range; expected numbers 0 to 63"),
+        ("qa_pixel=clouds", r"`mask_bits`: expected numbers or the names .*landsat-clouds.*; got 'clouds'"),
+        ("qa_pixel", r"`mask_bits`: expected ASSET=BITS such as qa_pixel=1,3,4"),
     ],
 )
 def test_bad_mask_bits_are_one_config_error_naming_the_option(bits, message):

@@ -90,17 +90,17 @@ class Product:
         if self.mask_bits is not None:
             object.__setattr__(self, "mask_bits", _wrapped(mask_bits, "mask_bits", self.mask_bits, ""))
         if not isinstance(self.catalog, str) or not self.catalog:
-            raise ConfigError("--catalog is required: a catalog.json, a STAC API URL or earthone:PRODUCT_ID")
+            raise ConfigError("`catalog` is required: a catalog.json, a STAC API URL or earthone:PRODUCT_ID")
         if not self.bands or not all(isinstance(b, str) and b for b in self.bands):
-            raise ConfigError(f"{self.catalog}: --bands needs at least one band name, got {self.bands!r}")
+            raise ConfigError(f"{self.catalog}: `bands` needs at least one band name, got {self.bands!r}")
         if self.start is not None and self.end is not None and self.start > self.end:
-            raise ConfigError(f"--start {self.start.isoformat()} is after --end {self.end.isoformat()}")
+            raise ConfigError(f"`start` {self.start.isoformat()} is after `end` {self.end.isoformat()}")
         if self.max_cloud is not None and not 0 <= self.max_cloud <= 100:
-            raise ConfigError(f"--max-cloud must be a percentage from 0 to 100, got {self.max_cloud}")
+            raise ConfigError(f"`max_cloud` must be a percentage from 0 to 100, got {self.max_cloud}")
         if (self.mask_asset is None) != (not self.mask_values):
-            raise ConfigError("--mask-asset and --mask-values go together: name the asset and the classes to mask")
+            raise ConfigError("`mask_asset` and `mask_values` go together: name the asset and the classes to mask")
         if (self.cloud_prob_asset is None) != (self.cloud_prob_threshold is None):
-            raise ConfigError("--cloud-prob-asset and --cloud-prob-threshold go together")
+            raise ConfigError("`cloud_prob_asset` and `cloud_prob_threshold` go together")
 
     @property
     def query(self) -> SceneQuery:
@@ -146,13 +146,13 @@ class ImageryRequest(Product):
         object.__setattr__(self, "merge", tuple(self.merge))
         object.__setattr__(self, "stack", tuple(self.stack))
         if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ConfigError(f"`method` must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.resampling not in RESAMPLING:
-            raise ConfigError(f"--resampling must be one of {', '.join(RESAMPLING)}, got {self.resampling!r}")
+            raise ConfigError(f"`resampling` must be one of {', '.join(RESAMPLING)}, got {self.resampling!r}")
         if self.dtype is not None:
             _parse_dtype("dtype", self.dtype)
             if self.nodata is not None and not fits_dtype(self.nodata, np.dtype(self.dtype)):
-                raise ConfigError(f"--nodata {self.nodata} does not fit --dtype {self.dtype}")
+                raise ConfigError(f"`nodata` {self.nodata} does not fit `dtype` {self.dtype}")
         for product in self.merge:
             if len(product.bands) != len(self.bands):
                 raise ConfigError(
@@ -188,7 +188,7 @@ class ImageryRequest(Product):
         """
         values = _normalised(options)
         settings = _parse(values, PRODUCT_SETTINGS + COMPOSITE_SETTINGS + OUTPUT_SETTINGS, "")
-        missing = [f"--{name}" for name in ("catalog", "bands") if name not in settings]
+        missing = [f"`{name}`" for name in ("catalog", "bands") if name not in settings]
         if missing:
             raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for imagery")
         merge = tuple(_merged(settings, spec) for spec in _entries(values.get("merge"), "merge"))
@@ -388,7 +388,7 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
     else:
         nodata = next((p.nodata for p in parts if p.nodata is not None), 0)
     if not fits_dtype(nodata, dtype):
-        raise ConfigError(f"nodata {nodata} does not fit the output dtype {dtype}; set --nodata or --dtype")
+        raise ConfigError(f"nodata {nodata} does not fit the output dtype {dtype}; set `nodata` or `dtype`")
     nodata = dtype.type(nodata).item()
     arrays = []
     for part in parts:
@@ -431,7 +431,7 @@ def _check_range(part: _Part, dtype: np.dtype, tile: Tile) -> None:
     if not fits:
         raise ConfigError(
             f"tile {tile.key}: bands {','.join(part.bands)} of scenes {', '.join(part.scenes)} hold values"
-            f" from {low} to {high}, beyond the range of --dtype {dtype}; choose a wider --dtype"
+            f" from {low} to {high}, beyond the range of `dtype` {dtype}; choose a wider `dtype`"
         )
 
 
@@ -466,21 +466,21 @@ def _entries(value: Any, option: str) -> list[tuple[str, dict[str, Any]]]:
     entries = []
     for entry in value:
         if isinstance(entry, Mapping):
-            entries.append((f"--{option} {dict(entry)}", _normalised(entry)))
+            entries.append((f"`{option}` {dict(entry)}", _normalised(entry)))
             continue
         if not isinstance(entry, str):
-            raise ConfigError(f"--{option}: expected 'name=value ...' or a mapping, got {entry!r}")
+            raise ConfigError(f"`{option}`: expected 'name=value ...' or a mapping, got {entry!r}")
         settings = {}
         try:
             words = shlex.split(entry)
         except ValueError as error:
-            raise ConfigError(f"--{option} {entry!r}: {error}") from None
+            raise ConfigError(f"`{option}` {entry!r}: {error}") from None
         for word in words:
             name, equals, text = word.partition("=")
             if not equals or not name:
-                raise ConfigError(f"--{option} {entry!r}: {word!r} is not name=value")
+                raise ConfigError(f"`{option}` {entry!r}: {word!r} is not name=value")
             settings[name.replace("-", "_")] = text
-        entries.append((f"--{option} {entry!r}", settings))
+        entries.append((f"`{option}` {entry!r}", settings))
     return entries
 
 
@@ -524,7 +524,7 @@ def _check_names(settings: Mapping[str, Any], allowed: Sequence[str], where: str
 
 
 def _fail(name: str, where: str, message: str) -> ConfigError:
-    return ConfigError(f"{where}--{name.replace('_', '-')}: {message}")
+    return ConfigError(f"{where}`{name}`: {message}")
 
 
 def _parse_text(name: str, value: Any, where: str = "") -> str:

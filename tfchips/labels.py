@@ -96,7 +96,7 @@ class LabelRequest:
         """
         path = options.get("labels")
         if path is None:
-            raise ConfigError("no labels file given (--labels FILE)")
+            raise ConfigError("no labels file given (`labels`)")
         values = {
             "path": os.fspath(path),
             "attribute": options.get("attribute"),
@@ -220,11 +220,11 @@ class GroundTruth:
     def load(cls, request: LabelRequest) -> GroundTruth:
         """Read, validate, repair and index the labels and extent files (each read once)."""
         labels = _read_layer(
-            request.path, request.layer, "--labels-layer", request.attribute, request.ignore_value, request.classes
+            request.path, request.layer, "`labels_layer`", request.attribute, request.ignore_value, request.classes
         )
         extent = None
         if request.extent is not None:
-            extent = _read_layer(request.extent, request.extent_layer, "--extent-layer")
+            extent = _read_layer(request.extent, request.extent_layer, "`extent_layer`")
             polygonal = [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON]
             not_polygonal = ~np.isin(shapely.get_type_id(extent.geometries), polygonal)
             if not_polygonal.any():

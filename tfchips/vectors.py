@@ -48,7 +48,7 @@ def read_vector(
     path: str | os.PathLike,
     layer: str | int | None = None,
     columns: tuple[str, ...] = (),
-    layer_option: str = "--layer",
+    layer_option: str = "`layer`",
 ) -> VectorLayer:
     """Read one layer of an OGR-readable file (2D geometries and ``columns``)."""
     import pyogrio
