@@ -20,7 +20,7 @@ from tfchips.errors import TfchipsError
 from tfchips.grid import Tile
 from tfchips.inspect import Histogram, Inspection, format_number, inspect_dataset
 from tfchips.manifest import class_colour
-from tfchips.preview import ContactSheet, preview_dataset
+from tfchips.preview import PANEL, ContactSheet, preview_dataset
 from tfchips.redaction import redact_text
 
 # Splits keep these colours in the order dataset.json lists them (train, val, test, ...).
@@ -289,10 +289,15 @@ def render_report(inspection: Inspection, sheet: ContactSheet | None = None) -> 
     )
 
 
-def report_dataset(path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0) -> tuple[str, Inspection]:
-    """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection."""
+def report_dataset(
+    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL
+) -> tuple[str, Inspection]:
+    """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection.
+
+    ``panel`` is the most pixels per chip side on its preview sheet.
+    """
     inspection = inspect_dataset(path)
-    sheet = preview_dataset(path, n, bands, seed) if inspection.counts.get("decoded") else None
+    sheet = preview_dataset(path, n, bands, seed, panel) if inspection.counts.get("decoded") else None
     return render_report(inspection, sheet), inspection
 
 
