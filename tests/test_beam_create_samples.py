@@ -64,7 +64,7 @@ def test_pipeline_writes_tfrecords_directly_equal_to_chips_then_to_tfrecords(dem
     record_options = ["--encoding", "array", "--split", "train=0.5,val=0.5", "--shards", "1"]
     local = CliRunner().invoke(cli, ["create-samples", *options(demo, tmp_path / "chips", tiles_file), "--workers", "1"])
     assert local.exit_code == 1, local.output
-    converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), str(tmp_path / "local"), *record_options])
+    converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), "--out", str(tmp_path / "local"), *record_options])
     assert converted.exit_code == 0, converted.output
     create_training_samples.main(
         [*options(demo, tmp_path / "beam", tiles_file), "--tfrecords", str(tmp_path / "beam"), *record_options,
