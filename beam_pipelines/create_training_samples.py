@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             options = writer_options(record_values)
             if not storage.is_url(out):
                 check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
-        tiles, job = job_from_values(values, from_config, chips=out is None, save_config=save_effective_config)
+        save_config = functools.partial(save_effective_config, command=create_samples_command)
+        tiles, job = job_from_values(values, from_config, chips=out is None, save_config=save_config)
         pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
         if out is None:
             start_job(job, recorded_options(values), len(tiles))

@@ -105,7 +105,7 @@ def test_shards_are_capped_at_a_splits_chips_and_overwrite_replaces_an_earlier_r
     for split, shards in plan.shards.items():
         # As the local writer: no more shards than chips, no empty shard, none for a split without chips.
         assert [s["records"] for s in described["splits"][split]["shards"]] == [len(names) for names in shards]
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="pass `overwrite=True` to replace them"):
         chips_to_tfrecords.main([str(chips), "--out", str(out), "--shards", "1"])
     chips_to_tfrecords.main([str(chips), "--out", str(out), "--shards", "1", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["data-00000-of-00001.tfrecord", "dataset.json"]

@@ -167,7 +167,10 @@ def test_beam_tfrecords_refuses_a_complete_dataset_as_to_tfrecords_does(demo, ch
         create_training_samples.main(
             [*job_args(demo, tmp_path / "job", tile_files[0])[1:], "--tfrecords", str(records), "--runner=DirectRunner"]
         )
-    assert f"Error: {refused.value}\n" == local.output
+    # The same refusal, the library naming the parameter and the command line its flag.
+    from tfchips.console import error_line
+
+    assert f"Error: {error_line(refused.value, {'overwrite': '--overwrite'})}\n" == local.output
     assert snapshot(records) == before
 
 

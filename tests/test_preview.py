@@ -12,14 +12,17 @@ from tfchips.chips import write_chip_pair
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile
 from tfchips.inspect import inspect_dataset, load_pair, open_dataset, sample_chips
+from tfchips import preview
 from tfchips.manifest import PALETTE, class_colour
 from tfchips.preview import (
     ALPHA,
+    BACKGROUND,
     NODATA_COLOUR,
     display_bands,
     overlay,
     preview_dataset,
     stretch,
+    stretch_limits,
 )
 
 # The demo chip folder and its TFRecords, built once per module.
@@ -55,14 +58,37 @@ def test_stretch_maps_the_2nd_and_98th_percentiles_to_0_and_255():
     assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()  # one band is grey
 
 
-def test_overlay_blends_class_colours_and_leaves_ignored_pixels():
-    rgb = np.full((2, 2, 3), 100, dtype=np.uint8)
+def test_overlay_blends_class_colours_and_leaves_background_and_ignored_pixels():
+    rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3) * 20
     label = np.array([[0, 1], [2, 255]], dtype=np.uint8)
     painted = overlay(rgb, label, 255)
-    for (row, col), value in (((0, 0), 0), ((0, 1), 1), ((1, 0), 2)):
-        expected = np.round((1 - ALPHA) * 100 + ALPHA * np.array(PALETTE[value]))
-        assert (painted[row, col] == expected).all()
-    assert (painted[1, 1] == 100).all()
+    for row, col in ((0, 1), (1, 0)):
+        expected = np.round((1 - ALPHA) * rgb[row, col] + ALPHA * np.array(PALETTE[label[row, col]]))
+        assert (painted[row, col] == expected).all() and (painted[row, col] != rgb[row, col]).any()
+    assert (painted[0, 0] == rgb[0, 0]).all() and (painted[1, 1] == rgb[1, 1]).all()
+
+
+def test_stretch_limits_are_the_percentiles_of_the_valid_pixels_of_all_images():
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(100, 10, (20, 20, 2)), rng.normal(300, 50, (10, 30, 2))
+    first[:2, :, 1] = np.nan  # invalid in one shown band: left out of both
+    second[0, :5, 0] = -1.0
+    low, high = stretch_limits([(first, (1, 0), None), (second, (1, 0), -1.0)])
+    values = np.concatenate([first[2:].reshape(-1, 2), second[0, 5:], second[1:].reshape(-1, 2)])[:, ::-1]
+    assert np.allclose(low, np.percentile(values, 2, axis=0)) and np.allclose(high, np.percentile(values, 98, axis=0))
+    rgb = stretch(second, (0,), -1.0, (low[1:], high[1:]))
+    assert (rgb[0, :5] == NODATA_COLOUR).all()
+    assert rgb[1, 0, 0] == round(np.clip((second[1, 0, 0] - low[1]) / (high[1] - low[1]), 0, 1) * 255)
+    assert [a.tolist() for a in stretch_limits([(np.full((2, 2, 1), np.nan), (0,), None)])] == [[0.0], [0.0]]
+
+
+def test_stretch_limits_sample_every_kth_pixel_past_the_bound(monkeypatch):
+    monkeypatch.setattr(preview, "STRETCH_SAMPLE", 10)
+    first, second = np.arange(50.0).reshape(5, 10, 1), np.arange(1000.0, 1050.0).reshape(5, 10, 1) ** 2
+    low, high = stretch_limits([(first, (0,), None), (second, (0,), None)])
+    sampled = np.concatenate([first.ravel()[::10], second.ravel()[::10]])  # 100 valid pixels: every 10th
+    assert np.allclose([low[0], high[0]], np.percentile(sampled, [2, 98]))
+    assert not np.allclose(low, np.percentile(np.concatenate([first.ravel(), second.ravel()]), 2))
 
 
 def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
@@ -77,16 +103,20 @@ def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
     assert sorted(p.name for p in sheet.panels) == sorted(f.name.removesuffix(".tif") for f in (demo_chips / "images").iterdir())
     assert sheet.band_names == ("red", "green", "blue")
     assert [text for text, _ in sheet.legend[:4]] == ["0 background", "1 building", "2 water", "3 vegetation"]
-    assert [colour for _, colour in sheet.legend[:4]] == [class_colour(v) for v in range(4)]
+    assert [colour for _, colour in sheet.legend[:4]] == [BACKGROUND] + [class_colour(v) for v in range(1, 4)]
     pairs = {p.name: p for p in open_dataset(demo_chips).folder.pairs}
+    chips = {name: load_pair(pair) for name, pair in pairs.items()}
+    limits = stretch_limits([(chip.image, (2, 1, 0), chip.image_layout.nodata) for chip in chips.values()])
     boxes = []
     for panel in sheet.panels:
-        chip = load_pair(pairs[panel.name])
+        chip = chips[panel.name]
         assert panel.scale == 2 and panel.size == (128, 128)
-        rgb = stretch(chip.image, (2, 1, 0), chip.image_layout.nodata)
+        rgb = stretch(chip.image, (2, 1, 0), chip.image_layout.nodata, limits)
         assert (panel_pixels(sheet, panel.image_xy, panel.size) == upscale(rgb, 2)).all()
         shown = panel_pixels(sheet, panel.overlay_xy, panel.size)
         assert (shown == upscale(overlay(rgb, chip.label, None), 2)).all()
+        background = upscale(chip.label == 0, 2)
+        assert background.any() and (shown[background] == upscale(rgb, 2)[background]).all()
         for value in set(np.unique(chip.label)) - {0}:
             row, col = np.argwhere(chip.label == value)[0]
             expected = np.round((1 - ALPHA) * rgb[row, col] + ALPHA * np.array(class_colour(int(value))))
@@ -134,7 +164,8 @@ def test_band_choice_for_rgb_and_many_band_chips(tmp_path):
     panel = sheet.panels[0]
     chip = load_pair(open_dataset(rgb).folder.pairs[0])
     assert panel.name == open_dataset(rgb).folder.pairs[0].name
-    assert (panel_pixels(sheet, panel.image_xy, panel.size)[::4, ::4] == stretch(chip.image, (2, 1, 0), None)).all()
+    limits = stretch_limits([(load_pair(pair).image, (2, 1, 0), None) for pair in open_dataset(rgb).folder.pairs])
+    assert (panel_pixels(sheet, panel.image_xy, panel.size)[::4, ::4] == stretch(chip.image, (2, 1, 0), None, limits)).all()
 
     names = tuple(f"B{i:02d}" for i in range(1, 13)) + ("B8A",)
     many = write_folder(
@@ -166,3 +197,60 @@ def test_record_previews_are_seeded_and_captioned_with_their_split(demo_records,
     assert run("preview", demo_records, "--out", out, "--n", 4, "--seed", 3).exit_code == 0
     assert out.read_bytes() == first.png()
     assert Image.open(io.BytesIO(first.png())).size == first.image.size
+
+
+def flat_ground_folder(root, rng):
+    """Two one-band chips of the same flat ground (1000 +- 10), the first with a bright field (4000) over a quarter."""
+    ground = rng.normal(1000, 10, (1, 32, 32)).round().astype(np.uint16)
+    field = ground.copy()
+    field[0, :16, :16] = 4000
+    labels = [np.zeros((32, 32), np.uint8)] * 2
+    return write_folder(root, [field, ground], labels, ("pan",), None)
+
+
+def panels_by_key(sheet):
+    return {p.key: panel_pixels(sheet, p.image_xy, p.size)[::4, ::4, 0] for p in sheet.panels}
+
+
+def test_the_sheet_stretch_gives_the_same_ground_the_same_grey_in_every_chip(tmp_path):
+    folder = flat_ground_folder(tmp_path / "chips", np.random.default_rng(4))
+    keys = ("32:0:10.0:13:-132:6170", "32:0:10.0:13:-131:6170")
+    ground = np.ones((32, 32), bool)
+    ground[:16, :16] = False
+    field, plain = (panels_by_key(preview_dataset(folder, 2))[key] for key in keys)
+    assert (field[ground] == plain[ground]).all()
+    assert (field[~ground] == 255).all() and plain[ground].max() < 64  # flat ground stays dark and flat
+    field, plain = (panels_by_key(preview_dataset(folder, 2, stretch="chip"))[key] for key in keys)
+    assert (field[ground] != plain[ground]).mean() > 0.9
+    assert plain.min() == 0 and plain.max() == 255  # on its own, the flat chip spans black to white
+
+
+def test_a_constant_chip_is_not_stretched_into_noise(tmp_path):
+    rng = np.random.default_rng(5)
+    varied = rng.integers(0, 1000, (1, 32, 32), dtype=np.uint16)
+    almost = (500 + rng.integers(0, 2, (1, 32, 32))).astype(np.uint16)  # one count of sensor noise
+    labels = [np.zeros((32, 32), np.uint8)] * 2
+    folder = write_folder(tmp_path / "chips", [varied, almost], labels, ("pan",), None)
+    key = "32:0:10.0:13:-131:6170"
+    shown = panels_by_key(preview_dataset(folder, 2))[key]
+    assert 120 <= shown.min() and shown.max() <= 135  # mid grey, one count wide
+    assert set(np.unique(panels_by_key(preview_dataset(folder, 2, stretch="chip"))[key])) == {0, 255}
+    constant = write_folder(tmp_path / "constant", [np.full((1, 32, 32), 7, np.uint16)], labels[:1], ("pan",), None)
+    for mode in ("sheet", "chip"):
+        assert (panels_by_key(preview_dataset(constant, 1, stretch=mode))["32:0:10.0:13:-132:6170"] == 128).all()
+
+
+@pytest.mark.timeout(30)
+def test_stretch_option_on_the_command_line(tmp_path):
+    folder = flat_ground_folder(tmp_path / "chips", np.random.default_rng(4))
+    for mode in ("sheet", "chip"):
+        out = tmp_path / f"{mode}.png"
+        result = run("preview", folder, "--out", out, "--stretch", mode)
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes() == preview_dataset(folder, 16, stretch=mode).png()
+    assert (tmp_path / "sheet.png").read_bytes() != (tmp_path / "chip.png").read_bytes()
+    result = run("preview", folder, "--out", tmp_path / "x.png", "--stretch", "band")
+    assert result.exit_code == 2 and "'band' is not one of 'sheet', 'chip'" in result.output
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(ConfigError, match="stretch must be one of sheet, chip, got 'band'"):
+        preview_dataset(folder, 2, stretch="band")

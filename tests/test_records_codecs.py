@@ -38,7 +38,7 @@ def test_png_payload_of_13_bands_splits_in_fours_and_comes_back(dtype):
 
 
 def test_png_refuses_float_pixels_and_points_to_array():
-    with pytest.raises(RecordError, match=r"chip\.tif: float32 .* use --encoding array"):
+    with pytest.raises(RecordError, match=r"chip\.tif: float32 .* use `encoding='array'`"):
         encode_pixels(np.zeros((2, 2, 1), "float32"), "png", "chip.tif")
 
 

@@ -220,11 +220,11 @@ def test_a_label_that_does_not_match_its_image_is_bad(tmp_path):
 
 
 def test_options_that_do_not_suit_the_chips_stop_the_job(tmp_path, folders):
-    with pytest.raises(RecordError, match="use --encoding array"):
+    with pytest.raises(RecordError, match="use `encoding='array'`"):
         write_tfrecords(folders["float32"][0], str(tmp_path / "a"), WriterOptions(RecordOptions("png"), shards=1))
-    with pytest.raises(RecordError, match="--decoder tf cannot decode GTiff"):
+    with pytest.raises(RecordError, match="`decoder='tf'` cannot decode GTiff"):
         write_tfrecords(folders["uint16"][0], str(tmp_path / "b"), WriterOptions(RecordOptions("array", decoder="tf")))
-    with pytest.raises(RecordError, match="--decoder tf cannot decode GTiff"):  # statistics need the pixels
+    with pytest.raises(RecordError, match="`decoder='tf'` cannot decode GTiff"):  # statistics need the pixels
         write_tfrecords(folders["uint16"][0], str(tmp_path / "e"), WriterOptions(RecordOptions("bytes", decoder="tf")))
     bytes_only = WriterOptions(RecordOptions("bytes", decoder="tf"), statistics=False)
     assert write_tfrecords(folders["uint16"][0], str(tmp_path / "f"), bytes_only)["splits"]["data"]["records"] == 3
@@ -311,7 +311,7 @@ def test_shard_size_and_overwrite(tmp_path):
         folder, out, WriterOptions(RecordOptions("array"), shard_size_mb=2.5 * record_bytes / 1e6)
     )
     assert len(description["splits"]["data"]["shards"]) == 4
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="`overwrite=True`"):
         write_tfrecords(folder, out, WriterOptions(shards=1))
     write_tfrecords(folder, out, WriterOptions(shards=1, overwrite=True))
     assert sorted(os.listdir(out)) == ["data-00000-of-00001.tfrecord", "dataset.json"]
@@ -356,7 +356,7 @@ def test_cli(tmp_path, folders):
     assert sorted(read_back(out)) == sorted(written)
 
     result = runner.invoke(command, [folder, out, "--shards", "1"])
-    assert isinstance(result.exception, ConfigError) and "--overwrite" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "`overwrite=True`" in str(result.exception)
     from tfchips.cli.main import cli
 
     result = runner.invoke(cli, ["to-tfrecords", folder, "--out", out, "--shards", "1", "--shard-size", "5"])

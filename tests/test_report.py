@@ -90,7 +90,9 @@ def test_record_report_maps_footprints_by_split_and_lists_shards(demo_records):
     assert shards.count("<td>ok</td>") == 4
     summary = section(html, "summary")
     assert '<td class="text">records in train</td><td>12</td>' in summary
-    assert Image.open(io.BytesIO(embedded_png(html))).size == preview_dataset(demo_records, 4, seed=1).image.size
+    assert embedded_png(html) == preview_dataset(demo_records, 4, seed=1).png()
+    per_chip, _ = report_dataset(demo_records, n=4, seed=1, stretch="chip")
+    assert embedded_png(per_chip) == preview_dataset(demo_records, 4, seed=1, stretch="chip").png() != embedded_png(html)
 
 
 def test_report_lists_problems(demo_records, tmp_path):

@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from tfchips.errors import TfchipsError
 from tfchips.redaction import redact_text
@@ -102,11 +102,41 @@ class _QuietLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-def progress(total: int, unit: str, desc: str) -> Any:
-    """A tqdm progress bar that draws only when stderr is a terminal (never into piped logs)."""
+def progress(total: int | None, unit: str, desc: str, enabled: bool = True) -> Any:
+    """A tqdm progress bar that draws only when stderr is a terminal (never into piped logs).
+
+    Args:
+        total: units the step will take; None where that is unknown (a count and a rate are drawn).
+        unit: what one unit is (``"tile"``, ``"record"``).
+        desc: the step, shown before the bar.
+        enabled: False for no bar at all, whatever stderr is.
+    """
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(total=total, unit=unit, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, str, int, "int | None"], None]]:
+    """An ``on_progress(step, unit, done, total)`` for library calls (`tfchips.dataset_reader.OnProgress`).
+
+    Each step gets its own `progress` bar, which closes when the next step starts or the
+    block ends.
+    """
+    bars: dict[str, Any] = {}
+
+    def on_progress(step: str, unit: str, done: int, total: int | None) -> None:
+        if step not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[step] = progress(total, unit, step)
+        bars[step].update(done - bars[step].n)
+
+    try:
+        yield on_progress
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 _PARAMETER = re.compile(r"`([A-Za-z_]\w*)(=[^`]*)?`")
@@ -127,7 +157,7 @@ def error_line(error: BaseException, flags: Mapping[str, str] | None = None) -> 
         value = match.group(2)
         if flag is None:
             return match.group(0)
-        return flag if value in (None, "=True") else f"{flag} {value[1:]}"
+        return flag if value in (None, "=True") else f"{flag} {value[1:].strip(chr(39) + chr(34))}"
 
     return redact_text(_PARAMETER.sub(as_flag, str(error)))
 

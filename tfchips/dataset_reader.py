@@ -14,7 +14,7 @@ import glob
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +85,15 @@ class DecodedChip:
     label_layout: RasterLayout
 
 
+# A front end's progress display: ``on_progress(step, unit, done, total)`` after each chip or
+# record a step (``"inspect"``, ``"preview"``) has read; ``total`` is None where it is unknown.
+OnProgress = Callable[[str, str, int, "int | None"], None]
+
+
+def no_progress(step: str, unit: str, done: int, total: int | None) -> None:
+    """The `OnProgress` of library calls: nothing is shown."""
+
+
 @dataclass(frozen=True, slots=True)
 class ShardRef:
     """A shard to read, and what dataset.json says about it (None where it says nothing)."""
@@ -123,6 +132,12 @@ class RecordSource:
     def class_names(self) -> dict[str, str] | None:
         names = self.dataset.class_names if self.dataset is not None else None
         return None if names is None else dict(names)
+
+    @property
+    def listed_records(self) -> int | None:
+        """The records dataset.json lists for these shards; None unless it lists every one."""
+        counts = [shard.records for shard in self.shards]
+        return None if None in counts else sum(counts)
 
 
 def problem_of(error: Exception, *paths: str) -> Problem:
@@ -301,11 +316,14 @@ class ChipSample:
     seed: int = 0
 
 
-def sample_chips(source: ChipSource | RecordSource, n: int, seed: int = 0) -> ChipSample:
+def sample_chips(
+    source: ChipSource | RecordSource, n: int, seed: int = 0, on_progress: OnProgress = no_progress
+) -> ChipSample:
     """Up to ``n`` chips chosen at random (seeded), and the problems met on the way.
 
     Chip folders decode pairs in a seeded random order until ``n`` decode; TFRecords
     keep a seeded reservoir of ``n`` records while reading every shard, then decode them.
+    ``on_progress`` hears of each record read (step ``"preview"``).
     """
     rng = np.random.default_rng(seed)
     chips: list[DecodedChip] = []
@@ -323,10 +341,12 @@ def sample_chips(source: ChipSource | RecordSource, n: int, seed: int = 0) -> Ch
     else:
         reservoir: list[tuple[ShardRef, int, bytes]] = []
         total = 0
+        on_progress("preview", "record", total, source.listed_records)  # before TensorFlow is imported
         for shard in source.shards:
             try:
                 for index, serialized in enumerate(read_shard(shard)):
                     total += 1
+                    on_progress("preview", "record", total, source.listed_records)
                     if len(reservoir) < n:
                         reservoir.append((shard, index, serialized))
                     elif (slot := int(rng.integers(total))) < n:

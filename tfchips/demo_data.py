@@ -115,6 +115,14 @@ class DemoData:
             "out": out_dir,
         }
 
+    def config_options(self) -> dict:
+        """`job_options` as ``root/job.yaml`` holds them: paths relative to ``root``, so the folder can move."""
+        return {
+            **self.job_options("samples"),
+            "catalog": os.path.relpath(self.catalog, self.root),
+            "labels": os.path.relpath(self.labels, self.root),
+        }
+
     def command_line(self, out_dir: str = "samples") -> str:
         """A suggested ``tfchips create-samples`` invocation on this demo."""
         words = [f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--{name.replace('_', '-')} {value}"

@@ -20,11 +20,13 @@ from tfchips.dataset_reader import (
     ChipSample,
     ChipSource,
     DecodedChip,
+    OnProgress,
     Problem,
     RasterLayout,
     RecordSource,
     decode_record,
     load_pair,
+    no_progress,
     open_dataset,
     problem_of,
     read_shard,
@@ -241,21 +243,30 @@ def _folder_problems(source: ChipSource) -> list[Problem]:
     return problems
 
 
-def _folder_figures(source: ChipSource, sample_size: int) -> Iterator[ChipFigures | Problem]:
-    for pair in source.folder.pairs:
+def _folder_figures(source: ChipSource, sample_size: int, on_progress: OnProgress) -> Iterator[ChipFigures | Problem]:
+    pairs = source.folder.pairs
+    on_progress("inspect", "chip", 0, len(pairs))
+    for done, pair in enumerate(pairs, 1):
         try:
             yield chip_figures(load_pair(pair), sample_size)
         except ChipError as error:
             yield problem_of(error, pair.image_path, pair.label_path)
+        on_progress("inspect", "chip", done, len(pairs))
 
 
-def _shard_figures(source: RecordSource, checks: list[ShardCheck], sample_size: int) -> Iterator[ChipFigures | Problem]:
+def _shard_figures(
+    source: RecordSource, checks: list[ShardCheck], sample_size: int, on_progress: OnProgress
+) -> Iterator[ChipFigures | Problem]:
     """Figures of every record; appends each shard's `ShardCheck` to ``checks`` once it is read."""
+    done = 0
+    # Drawn before the first read, which imports TensorFlow (seconds).
+    on_progress("inspect", "record", done, source.listed_records)
     for shard in source.shards:
         count, error = 0, None
         try:
             for serialized in read_shard(shard):
-                index, count = count, count + 1
+                index, count, done = count, count + 1, done + 1
+                on_progress("inspect", "record", done, source.listed_records)
                 try:
                     chip = decode_record(serialized, shard.split, source.dataset, f"{shard.path} record {index}")
                 except TfchipsError as decode_error:
@@ -308,7 +319,9 @@ def _shard_problems(source: RecordSource, checks: Sequence[ShardCheck]) -> list[
     return problems
 
 
-def inspect_dataset(path: str | os.PathLike, sample_size: int = SAMPLE_SIZE) -> Inspection:
+def inspect_dataset(
+    path: str | os.PathLike, sample_size: int = SAMPLE_SIZE, on_progress: OnProgress = no_progress
+) -> Inspection:
     """Decode every chip or record under ``path`` (see `open_dataset`) and gather its figures.
 
     Bad files do not stop the inspection: each becomes a `Problem` naming it
@@ -316,13 +329,14 @@ def inspect_dataset(path: str | os.PathLike, sample_size: int = SAMPLE_SIZE) -> 
     or corrupt shards, shards whose record count or SHA-256 differs from dataset.json,
     records whose encoding, shape, dtype or bands differ from dataset.json's). A
     dataset.json that cannot be read raises `RecordError` naming it and the field.
+    ``on_progress`` hears of each chip or record read (step ``"inspect"``).
     """
     source = open_dataset(path)
     if isinstance(source, ChipSource):
         counts = {"chips": len(source.folder.pairs), "unpaired": len(source.folder.unpaired)}
-        return summarize(source, _folder_figures(source, sample_size), counts, problems=_folder_problems(source), sample_size=sample_size)
+        return summarize(source, _folder_figures(source, sample_size, on_progress), counts, problems=_folder_problems(source), sample_size=sample_size)
     checks: list[ShardCheck] = []
-    inspection = summarize(source, _shard_figures(source, checks, sample_size), {}, checks, sample_size=sample_size)
+    inspection = summarize(source, _shard_figures(source, checks, sample_size, on_progress), {}, checks, sample_size=sample_size)
     return dataclasses.replace(
         inspection,
         counts={"records": sum(c.records for c in checks), "shards": len(checks), **inspection.counts},

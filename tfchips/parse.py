@@ -325,7 +325,7 @@ def _band_statistics(info: DatasetInfo, names: Sequence[str]) -> tuple[np.ndarra
         band = by_name.get(name)
         if band is None or band.get("mean") is None or band.get("std") is None:
             raise RecordError(
-                f"{DATASET_JSON} has no mean and std of band {name!r}: write the records with --statistics, "
+                f"{DATASET_JSON} has no mean and std of band {name!r}: write the records with `statistics=True`, "
                 "or pass normalize=None or a function"
             )
         means.append(band["mean"])

@@ -1,10 +1,13 @@
 """Contact sheets: a few chips, each beside itself with its label drawn over it.
 
-Each image is stretched for display band by band between its own 2nd and 98th
-percentiles over valid pixels; one band shows as grey, three as RGB. Labels are
-blended over the stretched image in the fixed class colours of
-`tfchips.manifest.PALETTE`; label nodata ("ignore") pixels are left as they are,
-image nodata pixels are dark grey. A legend names the classes.
+Images are stretched for display band by band between the 2nd and 98th
+percentiles of valid pixels: by default those of all the chips on the sheet
+together, so that the same ground takes the same colour in every chip and flat
+ground stays flat; or, with ``stretch="chip"``, each chip's own. One band shows
+as grey, three as RGB. Labels are blended over the stretched image in the fixed
+class colours of `tfchips.manifest.PALETTE`; background (class 0) and label
+nodata ("ignore") pixels are left as the image shows them, image nodata pixels
+are dark grey. A legend names the classes.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from tfchips.dataset_reader import (
     open_dataset,
     sample_chips,
 )
+from tfchips.dataset_reader import OnProgress, no_progress
 from tfchips.manifest import class_colour
 
 PANEL = 128  # pixels of the longer side of a chip on the sheet
 ALPHA = 0.5  # weight of the class colour over the image
 STRETCH = (2.0, 98.0)  # percentiles mapped to 0 and 255
+STRETCHES = ("sheet", "chip")  # over whose valid pixels the percentiles are taken
+STRETCH_SAMPLE = 1_000_000  # at most this many valid pixels per band feed the percentiles
+BACKGROUND_CLASS = 0  # label value left undrawn, like label nodata
 NODATA_COLOUR = (64, 64, 64)
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
@@ -92,32 +99,73 @@ def display_bands(band_names: Sequence[str], wanted: Sequence[str] | None = None
     return (0, 1, 2) if len(band_names) >= 3 else (0,)
 
 
-def stretch(image: np.ndarray, bands: Sequence[int], nodata: float | None) -> np.ndarray:
-    """(rows, cols, 3) uint8 display of ``bands`` of (rows, cols, bands), each between its 2nd and 98th percentile.
+def stretch_limits(images: Sequence[tuple[np.ndarray, Sequence[int], float | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per shown band: its 2nd and 98th percentiles over the valid pixels of all ``images``.
 
-    Pixels where a shown band is nodata or NaN become `NODATA_COLOUR`.
+    Args:
+        images: (image, bands, nodata) per chip, at least one: the (rows, cols, bands) array,
+            the indices of the one or three bands shown, and the image nodata value (None: none).
+            Pixels where a shown band is nodata or NaN are left out.
+
+    Returns:
+        Two float64 arrays of one value per shown band, in the images' units; both 0 where no
+        pixel is valid. Past `STRETCH_SAMPLE` valid pixels, every k-th pixel of each image is
+        used (the same k for all), so the figures stay the same from run to run.
     """
-    shown = image[:, :, list(bands)].astype(np.float64)
-    valid = valid_pixels(np.moveaxis(shown, -1, 0), nodata)
-    channels = []
-    for band in range(shown.shape[2]):
-        values = shown[:, :, band]
-        low, high = np.percentile(values[valid], STRETCH) if valid.any() else (0.0, 0.0)
-        scaled = (values - low) / (high - low) if high > low else (values > low).astype(np.float64)
-        channels.append(np.round(np.clip(np.nan_to_num(scaled), 0.0, 1.0) * 255.0).astype(np.uint8))
-    rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=2)
+    # Two passes, so that no more than one image's float copy and the sample are held at a time.
+    step = -(-sum(int(_shown(*image)[1].sum()) for image in images) // STRETCH_SAMPLE) or 1
+    values = np.concatenate([shown[valid][::step] for shown, valid in (_shown(*image) for image in images)])
+    if not len(values):
+        return np.zeros(values.shape[1]), np.zeros(values.shape[1])
+    low, high = np.percentile(values, STRETCH, axis=0)
+    return low, high
+
+
+def stretch(
+    image: np.ndarray,
+    bands: Sequence[int],
+    nodata: float | None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(rows, cols, 3) uint8 display of ``bands`` of (rows, cols, bands), each band from low (0) to high (255).
+
+    Args:
+        image: (rows, cols, bands) array.
+        bands: indices of the one (grey) or three (RGB) bands shown.
+        nodata: the image nodata value, or None.
+        limits: (low, high) per shown band in the image's units, as `stretch_limits` gives;
+            by default this image's own 2nd and 98th percentiles over its valid pixels.
+
+    Pixels where a shown band is nodata or NaN become `NODATA_COLOUR`. A band whose high is
+    not above its low shows that value as mid grey (and values above or below as 255 or 0)
+    rather than amplifying the differences.
+    """
+    low, high = stretch_limits([(image, bands, nodata)]) if limits is None else limits
+    values, valid = _shown(image, bands, nodata)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        span = np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)
+        scaled = np.where(span > 0, (values - low) / np.where(span > 0, span, 1.0), 0.5 + 0.5 * np.sign(values - low))
+    grey = np.round(np.clip(np.nan_to_num(scaled), 0.0, 1.0) * 255.0).astype(np.uint8)
+    rgb = np.repeat(grey, 3, axis=2) if grey.shape[2] == 1 else grey
     rgb[~valid] = NODATA_COLOUR
     return rgb
+
+
+def _shown(image: np.ndarray, bands: Sequence[int], nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The shown bands of ``image`` as float64 (rows, cols, shown) and where all of them are valid."""
+    shown = image[:, :, list(bands)].astype(np.float64)
+    return shown, valid_pixels(np.moveaxis(shown, -1, 0), nodata)
 
 
 def overlay(rgb: np.ndarray, label: np.ndarray, ignore: float | None, alpha: float = ALPHA) -> np.ndarray:
     """``rgb`` (rows, cols, 3) uint8 with each class of ``label`` (rows, cols) blended in its colour.
 
-    Pixels equal to ``ignore`` keep the image's colour.
+    Background (`BACKGROUND_CLASS`) pixels and pixels equal to ``ignore`` keep the image's
+    colour, so that the image stays readable under its labels.
     """
     painted = rgb.astype(np.float64)
     for value in np.unique(label):
-        if ignore is not None and value == ignore:
+        if value == BACKGROUND_CLASS or (ignore is not None and value == ignore):
             continue
         where = label == value
         painted[where] = (1.0 - alpha) * painted[where] + alpha * np.asarray(class_colour(int(value)), dtype=np.float64)
@@ -149,14 +197,20 @@ def _wrap(text: str, font, width: int) -> list[str]:
 
 
 def _legend(chips: Sequence[DecodedChip], class_names: dict[str, str] | None) -> list[tuple[str, tuple[int, int, int]]]:
-    """(text, colour) per class named or present (ignored values left out), and image nodata if shown."""
+    """(text, colour) per class named or present (ignored values left out), and image nodata if shown.
+
+    The background class, which is not drawn, gets the sheet's own colour: an empty swatch.
+    """
     names = {int(value): name for value, name in (class_names or {}).items() if value.lstrip("-").isdigit()}
     values = set(names)
     for chip in chips:
         present = np.unique(chip.label)
         ignore = chip.label_layout.nodata
         values.update(int(v) for v in present if ignore is None or v != ignore)
-    return [(f"{v} {names.get(v, '')}".rstrip(), class_colour(v)) for v in sorted(values)]
+    return [
+        (f"{v} {names.get(v, '')}".rstrip(), BACKGROUND if v == BACKGROUND_CLASS else class_colour(v))
+        for v in sorted(values)
+    ]
 
 
 def contact_sheet(
@@ -165,8 +219,15 @@ def contact_sheet(
     bands: Sequence[str] | None = None,
     title: str = "",
     panel: int = PANEL,
+    stretch: str = "sheet",
 ) -> ContactSheet:
-    """Render the chips of ``sample``: per chip its stretched image, the same with its label, and its key."""
+    """Render the chips of ``sample``: per chip its stretched image, the same with its label, and its key.
+
+    Args:
+        stretch: "sheet" stretches every chip between the 2nd and 98th percentiles of the valid
+            pixels of all the chips shown; "chip" each between its own.
+    """
+    _check_stretch(stretch)
     chips = sample.chips
     if not chips:
         raise ConfigError(f"{title or 'dataset'}: no chip could be decoded for a preview")
@@ -180,15 +241,13 @@ def contact_sheet(
     legend = _legend(chips, class_names)
     # Chips of one dataset share their bands; each is still looked up by name in case they do not.
     chosen = [display_bands(chip.image_layout.band_names, bands or shown) for chip in chips]
-    if any(
-        (~valid_pixels(np.moveaxis(c.image[:, :, list(i)], -1, 0), c.image_layout.nodata)).any()
-        for c, i in zip(chips, chosen)
-    ):
+    if any((~_shown(c.image, i, c.image_layout.nodata)[1]).any() for c, i in zip(chips, chosen)):
         legend.append(("no data", NODATA_COLOUR))
     width = 2 * _MARGIN + columns * cell_width + (columns - 1) * 2 * _GAP
     subtitle = _wrap(
         f"{len(chips)} of {sample.total} chips, random with seed {sample.seed}; bands {', '.join(shown)}, "
-        f"{STRETCH[0]:g}-{STRETCH[1]:g} percentile stretch; right: labels at {ALPHA:.0%}",
+        f"{STRETCH[0]:g}-{STRETCH[1]:g} percentile stretch {'over the sheet' if stretch == 'sheet' else 'per chip'}; "
+        f"right: labels at {ALPHA:.0%}, class {BACKGROUND_CLASS} and ignore not drawn",
         font, width - 2 * _MARGIN,
     )
     header = _TITLE_FONT + 2 * _GAP + len(subtitle) * (_FONT + 3) + _GAP
@@ -196,11 +255,10 @@ def contact_sheet(
     sheet = Image.new("RGB", (width, legend_top + _legend_height(legend, width) + _MARGIN), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     panels = []
-    for index, (chip, chip_bands) in enumerate(zip(chips, chosen)):
+    for index, (chip, rgb) in enumerate(zip(chips, _displays(chips, chosen, stretch))):
         column, row = index % columns, index // columns
         x = _MARGIN + column * (cell_width + 2 * _GAP)
         y = _MARGIN + header + row * cell_height
-        rgb = stretch(chip.image, chip_bands, chip.image_layout.nodata)
         painted = overlay(rgb, chip.label, chip.label_layout.nodata)
         size, scale = _panel_size(rgb.shape[:2], panel)
         resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX
@@ -214,6 +272,18 @@ def contact_sheet(
         draw.text((_MARGIN, _MARGIN + _TITLE_FONT + _GAP + line * (_FONT + 3)), text, fill=TEXT, font=font)
     _draw_legend(draw, legend, legend_top, width, font)
     return ContactSheet(sheet, tuple(panels), tuple(legend), shown, sample.total, sample.problems)
+
+
+def _check_stretch(stretch: str) -> None:
+    if stretch not in STRETCHES:
+        raise ConfigError(f"stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+
+
+def _displays(chips: Sequence[DecodedChip], bands: Sequence[Sequence[int]], mode: str) -> list[np.ndarray]:
+    """The stretched (rows, cols, 3) uint8 image of each chip, under one sheet-wide stretch or each its own."""
+    images = [(chip.image, chip_bands, chip.image_layout.nodata) for chip, chip_bands in zip(chips, bands)]
+    limits = stretch_limits(images) if mode == "sheet" else None
+    return [stretch(*image, limits=limits) for image in images]
 
 
 def _panel_size(shape: tuple[int, int], panel: int) -> tuple[tuple[int, int], float]:
@@ -254,14 +324,25 @@ def _draw_legend(draw, legend, top: int, width: int, font) -> None:
 
 
 def preview_dataset(
-    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL
+    path: str | os.PathLike,
+    n: int = 16,
+    bands: Sequence[str] | None = None,
+    seed: int = 0,
+    panel: int = PANEL,
+    stretch: str = "sheet",
+    on_progress: OnProgress = no_progress,
 ) -> ContactSheet:
-    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`)."""
+    """Contact sheet of ``n`` seeded-random chips of a chip folder or TFRecords (see `tfchips.dataset_reader.open_dataset`).
+
+    ``stretch`` is "sheet" (one stretch for all the chips shown) or "chip" (see `contact_sheet`);
+    ``on_progress`` hears of each record read (see `tfchips.dataset_reader.OnProgress`).
+    """
     if n < 1:
         raise ConfigError(f"the number of chips to preview must be at least 1, got {n}")
+    _check_stretch(stretch)
     source = open_dataset(path)
-    sample = sample_chips(source, n, seed)
-    return contact_sheet(sample, source.class_names, bands, title=os.fspath(path), panel=panel)
+    sample = sample_chips(source, n, seed, on_progress)
+    return contact_sheet(sample, source.class_names, bands, title=os.fspath(path), panel=panel, stretch=stretch)
 
 
 def write_preview(sheet: ContactSheet, out: str) -> None:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 
 from tfchips import __version__, storage
+from tfchips.dataset_reader import OnProgress, no_progress
 from tfchips.errors import TfchipsError
 from tfchips.grid import Tile
 from tfchips.inspect import Histogram, Inspection, format_number, inspect_dataset
@@ -290,14 +291,26 @@ def render_report(inspection: Inspection, sheet: ContactSheet | None = None) -> 
 
 
 def report_dataset(
-    path: str | os.PathLike, n: int = 16, bands: Sequence[str] | None = None, seed: int = 0, panel: int = PANEL
+    path: str | os.PathLike,
+    n: int = 16,
+    bands: Sequence[str] | None = None,
+    seed: int = 0,
+    stretch: str = "sheet",
+    on_progress: OnProgress = no_progress,
+    panel: int = PANEL,
 ) -> tuple[str, Inspection]:
     """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection.
 
-    ``panel`` is the most pixels per chip side on its preview sheet.
+    ``stretch`` is the preview sheet's: "sheet" or "chip" (see `tfchips.preview.contact_sheet`);
+    ``on_progress`` hears of each chip or record read (see `tfchips.dataset_reader.OnProgress`);
+    ``panel`` is the most pixels per chip side on the sheet.
     """
-    inspection = inspect_dataset(path)
-    sheet = preview_dataset(path, n, bands, seed, panel) if inspection.counts.get("decoded") else None
+    inspection = inspect_dataset(path, on_progress=on_progress)
+    sheet = (
+        preview_dataset(path, n, bands, seed, panel, stretch=stretch, on_progress=on_progress)
+        if inspection.counts.get("decoded")
+        else None
+    )
     return render_report(inspection, sheet), inspection
 
 

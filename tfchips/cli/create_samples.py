@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import click
-from tqdm import tqdm
 
 from tfchips.cli import options
 from tfchips.cli.config import config_option, save_effective_config
 from tfchips.cli.main import summary
+from tfchips.console import progress as progress_bar
 from tfchips.job import job_from_values, recorded_options
 from tfchips.lock import output_lock
 from tfchips.samples import create_samples
@@ -68,8 +69,10 @@ def command(**values) -> None:
     # Held until the command ends, and taken before config.yaml is written: a second job must not
     # touch the first one's folder.
     ctx.with_resource(output_lock(values["out"]))
-    tiles, job = job_from_values(values, options_from_config(ctx, values), save_config=save_effective_config)
-    with tqdm(total=len(tiles), unit="tile", desc="create-samples", disable=None) as bar:
+    tiles, job = job_from_values(
+        values, options_from_config(ctx, values), save_config=functools.partial(save_effective_config, command=command)
+    )
+    with progress_bar(len(tiles), "tile", "create-samples") as bar:
         counts = {"written": 0, "skipped": 0, "failed": 0}
 
         def progress(record) -> None:

@@ -36,7 +36,7 @@ def command(**values) -> None:
     click.echo(f"bbox:    {west},{south},{east},{north}")
     samples = os.path.join(out_dir, "samples")
     config = os.path.join(out_dir, "job.yaml")
-    publish_text(config, yaml.safe_dump(demo.job_options(samples), sort_keys=False))
+    publish_text(config, yaml.safe_dump(demo.config_options(), sort_keys=False))
     click.echo(f"config:  {config}")
     click.echo("next:")
     click.echo(f"  tfchips create-samples --config {config}")

@@ -95,9 +95,11 @@ def command(path: str, as_json: bool) -> None:
     shard's record count and SHA-256 too. Exits 0 when everything verified, 1 when a
     problem was found (each is named) or dataset.json cannot be read (the field is named).
     """
+    from tfchips.console import progress_bars
     from tfchips.inspect import inspect_dataset
 
-    inspection = inspect_dataset(path)
+    with progress_bars() as on_progress:
+        inspection = inspect_dataset(path, on_progress=on_progress)
     click.echo(json.dumps(inspection.as_json(), indent=1) if as_json else format_inspection(inspection))
     counts = inspection.counts
     checked = f"{counts.get('decoded', 0)} {'chips' if inspection.kind == 'chips' else 'records'} decoded"

@@ -38,15 +38,21 @@ def preview_options(function):
 @click.argument("path")
 @options.out_option("PNG file to write; a file there is replaced.", file=True)
 @preview_options
-def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int) -> None:
+@click.option("--stretch", type=click.Choice(["sheet", "chip"]), default="sheet", show_default=True,
+              help="Map each band's 2nd-98th percentiles to black-white over the valid pixels of all the chips"
+              " on the sheet (the same ground, the same colour) or of each chip on its own.")
+def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int, stretch: str) -> None:
     """Draw N chips of the chip folder, TFRecord folder or shards (glob pattern) at PATH.
 
-    Each chip is shown stretched (2nd-98th percentile per band) beside the same image
-    with its label drawn over it in fixed class colours, its tile key beneath.
+    Each chip is shown stretched (2nd-98th percentile per band, over the whole sheet
+    or per chip) beside the same image with its label drawn over it in fixed class
+    colours (background and ignore left clear), its tile key beneath.
     """
+    from tfchips.console import progress_bars
     from tfchips.preview import preview_dataset, write_preview
 
-    sheet = preview_dataset(path, n, bands, seed, panel)
+    with progress_bars() as on_progress:
+        sheet = preview_dataset(path, n, bands, seed, panel, stretch, on_progress=on_progress)
     write_preview(sheet, out)
     for problem in sheet.problems:
         click.echo(f"skipped {problem.path}: {problem.message}", err=True)

@@ -21,9 +21,11 @@ def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: in
     it needs no server and loads nothing from elsewhere. Problems found are listed on
     the page and on standard error; the exit code is 0 once the page is written.
     """
+    from tfchips.console import progress_bars
     from tfchips.report import report_dataset, write_report
 
-    html, inspection = report_dataset(path, n, bands, seed, panel)
+    with progress_bars() as on_progress:
+        html, inspection = report_dataset(path, n, bands, seed, panel=panel, on_progress=on_progress)
     write_report(html, out)
     for problem in inspection.problems:
         click.echo(f"problem: {problem.path}: {problem.message}", err=True)

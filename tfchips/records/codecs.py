@@ -82,7 +82,7 @@ def png_storage_dtype(dtype: str, where: str) -> np.dtype:
     if dtype not in _PNG_STORAGE:
         raise RecordError(
             f"{where}: {dtype} pixels do not fit PNG (8- or 16-bit integers only); "
-            "use --encoding array, which keeps any dtype"
+            "use `encoding='array'`, which keeps any dtype"
         )
     return np.dtype(_PNG_STORAGE[dtype])
 
@@ -146,8 +146,8 @@ def decode_with_tf(data: bytes, header: ChipHeader) -> np.ndarray:
     """(rows, cols, bands) pixels of a PNG, JPEG or BMP chip, decoded by TensorFlow."""
     if not _tf_reads(header):
         raise RecordError(
-            f"{header.path}: --decoder tf cannot decode {header.format} {header.dtype} chips"
-            f"{' with a colour table' if header.paletted else ''}; use --decoder gdal"
+            f"{header.path}: `decoder='tf'` cannot decode {header.format} {header.dtype} chips"
+            f"{' with a colour table' if header.paletted else ''}; use `decoder='gdal'`"
         )
     pixels = _tf_pixels(data, header)
     if pixels.shape != header.shape:

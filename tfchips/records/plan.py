@@ -75,7 +75,7 @@ def parse_split_by(text: str) -> int:
         return 1
     kind, _, size = text.partition(":")
     if kind != "block" or not size.isdigit() or int(size) < 1:
-        raise ConfigError(f"--split-by {text!r}: expected 'tile' or 'block:K' with K a positive whole number")
+        raise ConfigError(f"`split_by` {text!r}: expected 'tile' or 'block:K' with K a positive whole number")
     return int(size)
 
 
@@ -85,7 +85,7 @@ def split_group(name: str, block: int) -> str:
         return name
     key = chip_key(name)
     if key is None:
-        raise ConfigError(f"--split-by block:{block} needs chips named by tile key; {name!r} is not")
+        raise ConfigError(f"`split_by` block:{block} needs chips named by tile key; {name!r} is not")
     tile = Tile.from_key(key)
     return f"{tile.tilesize}:{tile.pad}:{tile.resolution}:{tile.zone}:{tile.ti // block}:{tile.tj // block}"
 

@@ -139,7 +139,7 @@ def legacy_payload(image: EncodedRaster | RasterSpec, label: EncodedRaster | Ras
     array = next(name for name, side in sides.items() if side.encoding == "array")
     raise RecordError(
         f"the legacy schema cannot pair encoded {sides[encoded].encoding} {encoded} with {sides[array].dtype} "
-        f"array {array} (it stores both as bytes or both as floats); use --encoding array for both, "
+        f"array {array} (it stores both as bytes or both as floats); use `encoding='array'` for both, "
         "or the tfchips schema"
     )
 
@@ -150,7 +150,7 @@ def build_legacy_record(name: str, key: str | None, image: EncodedRaster, label:
     for raster in sides.values():
         if len(raster.data) > 1:
             raise RecordError(
-                f"{name}: the legacy schema holds one PNG, not {raster.shape[2]} bands; use --encoding array"
+                f"{name}: the legacy schema holds one PNG, not {raster.shape[2]} bands; use `encoding='array'`"
             )
     if legacy_payload(image, label) == "bytes":
         payloads = {side: bytes_feature(raster.data) for side, raster in sides.items()}

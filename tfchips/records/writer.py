@@ -114,7 +114,7 @@ class WriterOptions:
         if self.compression not in COMPRESSIONS:
             raise ConfigError(f"unknown compression {self.compression!r}; expected one of {', '.join(COMPRESSIONS)}")
         if self.shards is not None and self.shard_size_mb is not None:
-            raise ConfigError("give --shards or --shard-size, not both")
+            raise ConfigError("give `shards` or `shard_size_mb`, not both")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         check_splits(self.splits)
@@ -278,7 +278,7 @@ def check_output_folder(out: str, overwrite: bool) -> list[str]:
     storage.remove_partial_files(out)
     old = sorted(os.path.join(out, n) for n in os.listdir(out) if _SHARD_FILE.match(n) or n == DATASET_JSON)
     if os.path.join(out, DATASET_JSON) in old and not overwrite:
-        raise ConfigError(f"{out} already holds TFRecords ({DATASET_JSON}); pass --overwrite to replace them")
+        raise ConfigError(f"{out} already holds TFRecords ({DATASET_JSON}); pass `overwrite=True` to replace them")
     return old
 
 
@@ -388,7 +388,7 @@ def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]
     """
     folder = find_chip_pairs(chips)
     if folder.undecodable and not skip_bad:
-        raise ChipError(f"{folder.undecodable[0]}: {NOT_UTF8} (--skip-bad leaves bad chips out)")
+        raise ChipError(f"{folder.undecodable[0]}: {NOT_UTF8} (`skip_bad=True` leaves bad chips out)")
     undecodable = [BadChip(os.path.relpath(path, printable_path(chips)), NOT_UTF8) for path in folder.undecodable]
     skipped = [
         BadChip(os.path.relpath(path, chips), "unpaired: no chip of the same name on the other side")
@@ -397,7 +397,7 @@ def checked_pairs(chips: str, skip_bad: bool) -> tuple[ChipFolder, list[BadChip]
     if skipped and not skip_bad:
         names = ", ".join(bad.name for bad in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (--skip-bad leaves them out)")
+        raise ChipError(f"{chips}: {len(skipped)} unpaired chips: {names}{more} (`skip_bad=True` leaves them out)")
     if not folder.pairs:
         raise ChipError(f"{chips}: no image has a label of the same name")
     return folder, undecodable + skipped
@@ -521,14 +521,14 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
     Returns the `DatasetSummary` of the chips written and the shards of each
     split; bad chips raise `ChipError` or, with ``skip_bad``, join ``skipped``.
     """
-    from tqdm import tqdm
+    from tfchips.console import progress as progress_bar
 
     summary = DatasetSummary()
     shards_written: list[tuple[str, str, int, str]] = []  # split, file, records, SHA-256
     published = False
     total = sum(len(names) for shards in plan.shards.values() for names in shards)
     try:
-        with tqdm(total=total, unit="chip", desc="to-tfrecords", disable=not options.progress) as progress:
+        with progress_bar(total, "chip", "to-tfrecords", enabled=options.progress) as progress:
             for split, shards in plan.shards.items():
                 for index, names in enumerate(shards):
                     name = shard_file_name(split, index, len(shards), options.compression)
@@ -544,7 +544,7 @@ def _write_shards(plan, results: Iterator, writer: _ShardWriter, options: Writer
                                 result = BadChip(result.name, str(error))
                         if isinstance(result, BadChip):
                             if not options.skip_bad:
-                                raise ChipError(f"{result.reason} (--skip-bad leaves bad chips out)")
+                                raise ChipError(f"{result.reason} (`skip_bad=True` leaves bad chips out)")
                             skipped.append(result)
                             continue
                         writer.write(result.record)
