@@ -24,9 +24,9 @@ install: $(VENV)/.installed
 
 # The embedded default: a synthetic STAC catalog and labels generated offline.
 demo: $(VENV)/.installed
-	$(BIN)/tfchips demo-data $(DEMO_DIR)/data
+	$(BIN)/tfchips demo-data --out $(DEMO_DIR)/data
 	$(BIN)/tfchips create-samples --config $(DEMO_DIR)/data/job.yaml --out $(DEMO_DIR)/chips
-	$(BIN)/tfchips to-tfrecords $(DEMO_DIR)/chips $(DEMO_DIR)/records --encoding array \
+	$(BIN)/tfchips to-tfrecords $(DEMO_DIR)/chips --out $(DEMO_DIR)/records --encoding array \
 		--split train=0.75,val=0.25 --shards 1 --overwrite
 	$(BIN)/tfchips preview $(DEMO_DIR)/chips --out $(DEMO_DIR)/preview.png
 	$(BIN)/tfchips report $(DEMO_DIR)/chips --out $(DEMO_DIR)/report.html

@@ -1,9 +1,10 @@
 """Beam pipeline: a chip folder to sharded TFRecords and dataset.json, through Beam's TFRecord sink.
 
-    python -m beam_pipelines.chips_to_tfrecords CHIPS OUT --encoding array --split train=0.8,val=0.2 \\
+    python -m beam_pipelines.chips_to_tfrecords CHIPS --out OUT --encoding array --split train=0.8,val=0.2 \\
         --shards 8 --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-Takes the options of ``tfchips to-tfrecords``; the rest go to Beam's PipelineOptions.
+Takes the options of ``tfchips to-tfrecords`` and ``--verbose``; the rest go to Beam's PipelineOptions.
+Ends with one summary line on stderr; Beam's own log lines below ERROR show only with ``--verbose``.
 Records are the same as the local writer's; which shard holds a record, and the order
 within a shard, are Beam's to choose. Compression: none or gzip. A local OUT is checked
 like the local writer's (``--overwrite``) and shards of an earlier run are removed; an
@@ -16,19 +17,26 @@ import hashlib
 import os
 import struct
 import sys
+import time
 import zlib
 from typing import Iterable, Iterator
 
-import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from beam_pipelines.terminal import check_runner, pipeline_arguments, quiet_beam, run_entry_point
+
+quiet_beam()  # before apache_beam is imported: it logs while it loads
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from tfchips import storage
 from tfchips.chips import ChipPair, read_manifest
-from tfchips.console import one_line_errors
+from tfchips.cli.main import command_flags
+from tfchips.cli.options import output_path
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
-from tfchips.cli.to_tfrecords import writer_options
+from tfchips.console import summary_line
+from tfchips.job import writer_options
 from tfchips.errors import ChipError, ConfigError, RecordError
 from tfchips.lock import output_lock
 from tfchips.records import RecordOptions, WriterOptions
@@ -49,6 +57,7 @@ from tfchips.records.writer import (
     dataset_description,
     encode_or_bad,
     majority_signature,
+    read_dataset_json,
     remove_stale_files,
     settled_record_options,
     shard_counts,
@@ -245,21 +254,43 @@ def write_records(
     )
 
 
+PROGRAM = "beam_pipelines.chips_to_tfrecords"
+
+
 def parse(argv: list[str]) -> tuple[dict, list[str]]:
     """(to-tfrecords option values, Beam arguments) from one command line."""
     context = to_tfrecords_command.make_context(
-        "chips_to_tfrecords", list(argv), ignore_unknown_options=True, allow_extra_args=True
+        "chips_to_tfrecords", pipeline_arguments(argv), ignore_unknown_options=True, allow_extra_args=True
     )
-    return context.params, context.args
+    values, beam_args = dict(context.params), list(context.args)
+    if values["legacy_out"] is not None and values["legacy_out"].startswith("-"):
+        # Unknown options fill free arguments; this one is Beam's, not a deprecated OUT.
+        beam_args.insert(0, values["legacy_out"])
+        values["legacy_out"] = None
+    output_path(values, "a second argument")
+    return values, beam_args
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     values, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    check_runner(beam_args, (values["out"],))
     options = writer_options(values)
     with output_lock(values["out"]), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         build(pipeline, values["chips"], values["out"], options)
+    summary_line(PROGRAM, summary_text(values["out"]), started)
+
+
+def summary_text(out: str) -> str:
+    """Records, shards and where dataset.json went, as dataset.json of a local ``out`` tells them."""
+    if storage.is_url(out):
+        return f"wrote shards and {DATASET_JSON} to {out}"
+    description = read_dataset_json(out)
+    splits = description["splits"]
+    records = sum(info["records"] for info in splits.values())
+    shards = sum(len(info["shards"]) for info in splits.values())
+    return f"{records} records in {shards} shards, {len(description['skipped'])} chips skipped; wrote {storage.join(out, DATASET_JSON)}"
 
 
 if __name__ == "__main__":
-    with one_line_errors():
-        main()
+    run_entry_point(main, command_flags(to_tfrecords_command))

@@ -7,31 +7,42 @@ Takes every option of ``tfchips create-samples``; with ``--tfrecords DIR`` (and 
 options of ``tfchips to-tfrecords``: ``--encoding``, ``--shards``, ``--split``, ...) it writes
 shards and dataset.json to DIR instead of a chip folder; a DIR holding a complete dataset needs
 ``--overwrite``, as with ``to-tfrecords``. Local outputs are locked for the run (`tfchips.lock`).
-The rest go to Beam's PipelineOptions.
+The rest go to Beam's PipelineOptions. Ends with one summary line on stderr; Beam's own log
+lines below ERROR show only with ``--verbose``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
+import os
 import shutil
 import sys
 import tempfile
+import time
 
-import apache_beam as beam
-import click
-from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from beam_pipelines.terminal import check_runner, pipeline_arguments, quiet_beam, run_entry_point
 
-from beam_pipelines.chips_to_tfrecords import check_compression, write_records
+quiet_beam()  # before apache_beam is imported: it logs while it loads
+
+import apache_beam as beam  # noqa: E402
+import click  # noqa: E402
+from apache_beam.metrics import Metrics  # noqa: E402
+from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from beam_pipelines.chips_to_tfrecords import check_compression, summary_text, write_records  # noqa: E402
 from tfchips import storage
 from tfchips.chips import ChipPair, chip_paths, remove_partial_files
+from tfchips.cli.config import save_effective_config
 from tfchips.cli.create_samples import command as create_samples_command
-from tfchips.cli.create_samples import options_from_config, job_from_values, recorded_options
-from tfchips.console import one_line_errors
+from tfchips.cli.create_samples import options_from_config
+from tfchips.cli.main import command_flags
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
-from tfchips.cli.to_tfrecords import writer_options
+from tfchips.console import summary_line
+from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.grid import Tile, key_to_filename
 from tfchips.labels import load_ground_truth
 from tfchips.lock import output_lock
@@ -149,7 +160,7 @@ def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
     """From one command line: create-samples option values (and which came from --config),
     record option values, and the Beam arguments."""
     samples = create_samples_command.make_context(
-        "create_training_samples", list(argv), ignore_unknown_options=True, allow_extra_args=True
+        "create_training_samples", pipeline_arguments(argv), ignore_unknown_options=True, allow_extra_args=True
     )
     records = records_command.make_context(
         "create_training_samples", list(samples.args), ignore_unknown_options=True, allow_extra_args=True
@@ -157,9 +168,14 @@ def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
     return samples.params, options_from_config(samples, samples.params), records.params, records.args
 
 
+PROGRAM = "beam_pipelines.create_training_samples"
+
+
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values.pop("tfrecords")
+    check_runner(beam_args, (values["out"], out))
     with contextlib.ExitStack() as locks:
         # Local outputs are locked before anything is written to them (URLs are not locked).
         for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
@@ -172,16 +188,33 @@ def main(argv: list[str] | None = None) -> None:
             options = writer_options(record_values)
             if not storage.is_url(out):
                 check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
-        tiles, job = job_from_values(values, from_config, chips=out is None)
-        with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-            if out is None:
-                start_job(job, recorded_options(values), len(tiles))
-                build(pipeline, tiles, job, recorded_options(values))
-            else:
-                remove_partial_files(job.out)
-                build_records(pipeline, tiles, job, out, options)
+        save_config = functools.partial(save_effective_config, command=create_samples_command)
+        tiles, job = job_from_values(values, from_config, chips=out is None, save_config=save_config)
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        if out is None:
+            start_job(job, recorded_options(values), len(tiles))
+            build(pipeline, tiles, job, recorded_options(values))
+        else:
+            remove_partial_files(job.out)
+            build_records(pipeline, tiles, job, out, options)
+        result = pipeline.run()
+        result.wait_until_finish()
+    counts = ", ".join(f"{n} tiles {status}" for status, n in tile_counts(result).items())
+    chips = job.out if storage.is_url(job.out) else os.path.abspath(job.out)
+    where = summary_text(out) if out is not None else f"chips in {chips}"
+    summary_line(PROGRAM, f"{counts}; {where}", started)
+
+
+def tile_counts(result) -> dict[str, int]:
+    """Tiles written, skipped and failed, from the counters of `SampleTile` in a finished pipeline."""
+    counters = result.metrics().query(MetricsFilter().with_namespace("tfchips"))["counters"]
+    counts = {status: 0 for status in ("written", "skipped", "failed")}
+    for counter in counters:
+        status = counter.key.metric.name.removeprefix("tiles_")
+        if status in counts:
+            counts[status] += counter.committed or 0
+    return counts
 
 
 if __name__ == "__main__":
-    with one_line_errors():
-        main()
+    run_entry_point(main, {**command_flags(records_command), **command_flags(create_samples_command)})

@@ -29,6 +29,7 @@ from tfchips.grid import tiles_for_shape
 TILESIZE, RESOLUTION, WORKERS = 4, 10.0, 2
 EARLY = 500
 SAMPLE_SECONDS = 0.25  # reading smaps costs kernel time: sample gently
+_SUMMARY = "tfchips create-samples: "
 
 
 def _tree(pid: int) -> list[int]:
@@ -98,11 +99,13 @@ def run() -> Iterator[Result]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        stdout, stderr = process.communicate()
+        _, stderr = process.communicate()
         sampler.join()
         seconds = time.perf_counter() - start
         # Exit status 1 only says some tiles failed (a few 40 m tiles are under cloud in every scene).
-        if process.returncode not in (0, 1) or " written " not in stdout:
+        # The command's summary is the last line it writes to stderr.
+        summary = next((line for line in reversed(stderr.splitlines()) if line.startswith(_SUMMARY)), "")
+        if process.returncode not in (0, 1) or " written " not in summary:
             raise RuntimeError(f"create-samples failed ({process.returncode}): {stderr[-2000:]}")
         written = _published(os.path.join(out, "labels"))
     yield Result(
@@ -121,6 +124,6 @@ def run() -> Iterator[Result]:
             "growth_kib_per_tile": round((peaks["all"] - peaks["early"]) / max(tiles - EARLY, 1), 2),
             "seconds": round(seconds, 1),
             "seconds_to_first_500": None if reached_early[0] is None else round(reached_early[0], 1),
-            "summary": stdout.strip().splitlines()[-1].split(";")[0],
+            "summary": summary.removeprefix(_SUMMARY).split(";")[0],
         },
     )

@@ -486,7 +486,7 @@ def to_tfrecords_registered():
 @pytest.fixture(scope="module")
 def earlier_records(earlier, to_tfrecords_registered, tmp_path_factory):
     out = tmp_path_factory.mktemp("earlier-records") / "records"
-    result = CliRunner().invoke(cli, ["to-tfrecords", str(earlier), str(out), *TFRECORDS_ARGS])
+    result = CliRunner().invoke(cli, ["to-tfrecords", str(earlier), "--out", str(out), *TFRECORDS_ARGS])
     assert result.exit_code == 0, result.output
     return out
 
@@ -501,7 +501,7 @@ def test_to_tfrecords_bad_input(case, earlier, earlier_records, tmp_path):
     protected = workspace.out if workspace.out.parent == tmp_path else workspace.out.parent
     guarded = snapshot(protected)
 
-    args = ["to-tfrecords", str(workspace.chips), str(workspace.out), *TFRECORDS_ARGS, *extra]
+    args = ["to-tfrecords", str(workspace.chips), "--out", str(workspace.out), *TFRECORDS_ARGS, *extra]
     result = CliRunner().invoke(cli, args)
 
     assert result.exit_code == case.exit_code, result.output
@@ -529,7 +529,7 @@ def test_to_tfrecords_disk_full_keeps_the_earlier_records(earlier, earlier_recor
         "main.COMMANDS.setdefault('to-tfrecords', 'to_tfrecords'); sys.exit(main.cli())"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, "to-tfrecords", str(earlier), str(out), *TFRECORDS_ARGS],
+        [sys.executable, "-c", script, "to-tfrecords", str(earlier), "--out", str(out), *TFRECORDS_ARGS],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000)),
     )

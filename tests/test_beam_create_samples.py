@@ -93,7 +93,7 @@ def test_pipeline_writes_tfrecords_directly_equal_to_chips_then_to_tfrecords(dem
         cli, ["create-samples", *options(demo, tmp_path / "chips", tiles_file, catalog), "--workers", "1"]
     )
     assert local.exit_code == 1, local.output
-    converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), str(tmp_path / "local"), *record_options])
+    converted = CliRunner().invoke(cli, ["to-tfrecords", str(tmp_path / "chips"), "--out", str(tmp_path / "local"), *record_options])
     assert converted.exit_code == 0, converted.output
     create_training_samples.main(
         [*options(demo, tmp_path / "beam", tiles_file, catalog), "--tfrecords", str(tmp_path / "beam"), *record_options,

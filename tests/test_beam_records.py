@@ -43,10 +43,10 @@ def records_by_key(out):
 @pytest.mark.parametrize("mode, compression", [("in_memory", "none"), ("multi_processing", "gzip")])
 def test_pipeline_writes_the_records_the_cli_writes(chips, tmp_path, mode, compression):
     common = [str(chips), "--encoding", "array", "--split", "train=0.75,val=0.25", "--shards", "2", "--compression", compression]
-    local = CliRunner().invoke(cli, ["to-tfrecords", common[0], str(tmp_path / "local"), *common[1:]])
+    local = CliRunner().invoke(cli, ["to-tfrecords", common[0], "--out", str(tmp_path / "local"), *common[1:]])
     assert local.exit_code == 0, local.output
     chips_to_tfrecords.main(
-        [common[0], str(tmp_path / "beam"), *common[1:], "--runner=DirectRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+        [common[0], "--out", str(tmp_path / "beam"), *common[1:], "--runner=DirectRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
     )
     beam, cli_records = records_by_key(tmp_path / "beam"), records_by_key(tmp_path / "local")
     assert sorted(beam) == sorted(cli_records) and len(beam) > 0
@@ -73,7 +73,7 @@ def test_a_corrupt_chip_fails_the_pipeline_before_dataset_json(chips, tmp_path):
     victim = sorted((broken / "images").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:200])
     with pytest.raises(Exception, match=victim.name):
-        chips_to_tfrecords.main([str(broken), str(tmp_path / "out"), "--encoding", "array", "--shards", "1"])
+        chips_to_tfrecords.main([str(broken), "--out", str(tmp_path / "out"), "--encoding", "array", "--shards", "1"])
     assert not (tmp_path / "out" / "dataset.json").exists()
 
 
@@ -85,8 +85,8 @@ def test_unpaired_chips_are_named_unless_skipped(chips, tmp_path):
     lonely = sorted((broken / "labels").iterdir())[0]
     lonely.unlink()
     with pytest.raises(ChipError, match="unpaired"):
-        chips_to_tfrecords.main([str(broken), str(tmp_path / "out"), "--encoding", "bytes", "--shards", "1"])
-    chips_to_tfrecords.main([str(broken), str(tmp_path / "out"), "--encoding", "bytes", "--shards", "1", "--skip-bad"])
+        chips_to_tfrecords.main([str(broken), "--out", str(tmp_path / "out"), "--encoding", "bytes", "--shards", "1"])
+    chips_to_tfrecords.main([str(broken), "--out", str(tmp_path / "out"), "--encoding", "bytes", "--shards", "1", "--skip-bad"])
     described = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert [s["name"] for s in described["skipped"]] == [f"images/{lonely.name}"]
 
@@ -100,14 +100,14 @@ def test_shards_are_capped_at_a_splits_chips_and_overwrite_replaces_an_earlier_r
     splits = {"train": 0.98, "val": 0.01, "test": 0.01}
     plan = plan_shards([p.name for p in find_chip_pairs(str(chips)).pairs], 8, splits)
     assert sorted(map(len, plan.shards.values()))[:2] == [0, 1]  # a split without chips, one with fewer than 8
-    chips_to_tfrecords.main([str(chips), str(out), "--split", "train=0.98,val=0.01,test=0.01", "--shards", "8"])
+    chips_to_tfrecords.main([str(chips), "--out", str(out), "--split", "train=0.98,val=0.01,test=0.01", "--shards", "8"])
     described = read_dataset_json(str(out))
     for split, shards in plan.shards.items():
         # As the local writer: no more shards than chips, no empty shard, none for a split without chips.
         assert [s["records"] for s in described["splits"][split]["shards"]] == [len(names) for names in shards]
-    with pytest.raises(ConfigError, match="--overwrite"):
-        chips_to_tfrecords.main([str(chips), str(out), "--shards", "1"])
-    chips_to_tfrecords.main([str(chips), str(out), "--shards", "1", "--overwrite"])
+    with pytest.raises(ConfigError, match="pass `overwrite=True` to replace them"):
+        chips_to_tfrecords.main([str(chips), "--out", str(out), "--shards", "1"])
+    chips_to_tfrecords.main([str(chips), "--out", str(out), "--shards", "1", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["data-00000-of-00001.tfrecord", "dataset.json"]
 
 
@@ -123,7 +123,7 @@ def test_skip_bad_leaves_out_the_chip_unlike_most(chips, tmp_path):
         profile, pixels = dataset.profile, dataset.read()
     with rasterio.open(odd, "w", **{**profile, "dtype": "float32", "nodata": None}) as dataset:
         dataset.write(pixels.astype("float32"))
-    chips_to_tfrecords.main([str(copy), str(tmp_path / "out"), "--shards", "1", "--skip-bad"])
+    chips_to_tfrecords.main([str(copy), "--out", str(tmp_path / "out"), "--shards", "1", "--skip-bad"])
     described = read_dataset_json(str(tmp_path / "out"))
     assert [s["name"] for s in described["skipped"]] == [odd.stem]
     assert described["splits"]["data"]["records"] == len(list((copy / "images").iterdir())) - 1

@@ -24,14 +24,14 @@ def run(*args):
 def test_bbox_prints_one_key_per_line():
     result = run("tiles", "--bbox", "-105.95,35.68,-105.90,35.72", "--resolution", 10, "--tilesize", 256)
     assert result.exit_code == 0, result.output
-    assert result.output.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
+    assert result.stdout.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
 
 
 def test_geojson_output(tmp_path):
     result = run("tiles", "--bbox", "-105.95,35.68,-105.90,35.72", "--resolution", 10, "--tilesize", 256,
                  "--pad", 8, "--format", "geojson")
     assert result.exit_code == 0, result.output
-    collection = json.loads(result.output)
+    collection = json.loads(result.stdout)
     keys = [f["properties"]["key"] for f in collection["features"]]
     assert keys == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 8)]
     assert all(f["properties"]["crs"] == "EPSG:32613" for f in collection["features"])
@@ -43,7 +43,7 @@ def test_aoi_in_another_crs_is_reprojected(tmp_path):
     path = write_vector(tmp_path / "aoi.gpkg", [to_mercator(BOX)], crs="EPSG:3857")
     result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
     assert result.exit_code == 0, result.output
-    assert result.output.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
+    assert result.stdout.split() == [t.key for t in tiles_for_shape(BOX, 10.0, 256, 0)]
 
 
 def test_projected_aoi_edges_keep_their_shape_in_lon_lat(tmp_path):
@@ -75,7 +75,7 @@ def test_aoi_of_sample_points_gives_their_tiles(tmp_path):
     path = write_vector(tmp_path / "points.gpkg", points, fields={"cls": np.array([1, 2, 1])})
     result = run("tiles", "--aoi", path, "--resolution", 10, "--tilesize", 256)
     assert result.exit_code == 0, result.output
-    assert len(result.output.split()) == 2
+    assert len(result.stdout.split()) == 2
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ def test_the_example_config_is_the_demo_job_and_loads_through_the_command(demo, 
 def test_demo_job_runs_from_elsewhere_after_the_folder_moved_and_its_config_yaml_repeats_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    made = runner.invoke(cli, ["demo-data", "first"])
+    made = runner.invoke(cli, ["demo-data", "--out", "first"])
     assert made.exit_code == 0, made.output
     assert "/" not in yaml.safe_load(Path("first/job.yaml").read_text())["catalog"]
     os.makedirs("p")
@@ -123,7 +123,7 @@ def test_demo_job_runs_from_elsewhere_after_the_folder_moved_and_its_config_yaml
     again = runner.invoke(cli, ["create-samples", "--config", str(tmp_path / "p/demo/samples/config.yaml"),
                                 "--tiles", "../tiles.txt"])
     assert again.exit_code == 0, again.output
-    assert again.output.startswith("1 written (1 from an earlier run)"), again.output
+    assert again.output.startswith("tfchips create-samples: 1 written (1 from an earlier run)"), again.output
 
 
 @pytest.mark.timeout(30)

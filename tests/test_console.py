@@ -77,7 +77,7 @@ def test_cli_error_names_the_flag_where_the_library_names_the_parameter(tmp_path
 
     chips = tmp_path / "chips"
     make_chip_folder(chips, "uint16", count=2)
-    command = [sys.executable, "-m", "tfchips", "to-tfrecords", str(chips), str(tmp_path / "records"), "--shards", "1"]
+    command = [sys.executable, "-m", "tfchips", "to-tfrecords", str(chips), "--out", str(tmp_path / "records"), "--shards", "1"]
     assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1
@@ -96,7 +96,7 @@ def test_commands_reading_records_print_no_tensorflow_lines(tmp_path):
     make_chip_folder(chips, "uint16", count=2)
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", console.VERBOSE_VARIABLE)}
     for command in (
-        ["to-tfrecords", str(chips), str(records), "--shards", "1", "--encoding", "png"],
+        ["to-tfrecords", str(chips), "--out", str(records), "--shards", "1", "--encoding", "png"],
         ["inspect", str(records)],
         ["preview", str(records), "--out", str(tmp_path / "preview.png")],
     ):

@@ -183,7 +183,7 @@ def records_reference(chip_folder, tmp_path_factory):
 
 
 def records_args(chips: Path, out: Path) -> list[str]:
-    return ["to-tfrecords", str(chips), str(out), "--shards", str(SHARDS), "--workers", "2"]
+    return ["to-tfrecords", str(chips), "--out", str(out), "--shards", str(SHARDS), "--workers", "2"]
 
 
 def test_to_tfrecords_killed_at_random_points_resumes_to_the_same_output(chip_folder, records_reference, tmp_path):

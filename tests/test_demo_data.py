@@ -137,7 +137,7 @@ def test_label_classes_are_visible_in_the_composite(demo):
 
 def test_command_prints_the_paths_and_the_next_command(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["demo-data", str(out), "--seed", "3"])
+    result = CliRunner().invoke(cli, ["demo-data", "--out", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert f"catalog: {out / 'catalog.json'}" in result.output
     assert str(out / "labels.gpkg") in result.output

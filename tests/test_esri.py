@@ -152,7 +152,7 @@ def test_other_esri_metadata_modes_are_named_not_counted_as_unpaired(tmp_path):
     with pytest.raises(ChipError, match=r"esri_accumulated_stats\.json: MetaDataMode is 'PASCAL_VOC_rectangles'; "
                        r"tfchips reads only Classified_Tiles"):
         find_chip_pairs(folder)
-    for command in (["to-tfrecords", folder, tmp_path / "records", "--shards", "1"], ["inspect", folder]):
+    for command in (["to-tfrecords", folder, "--out", tmp_path / "records", "--shards", "1"], ["inspect", folder]):
         result = subprocess.run(
             [sys.executable, "-m", "tfchips", *map(str, command)], capture_output=True, text=True, timeout=60
         )

@@ -218,7 +218,7 @@ def test_inspect_reports_records_that_contradict_dataset_json(folder, change, co
     assert messages == {contradiction}
     assert len(inspection.problems) == 6  # one per record
     result = run("inspect", folder)
-    assert result.exit_code == 1 and result.output.splitlines()[-1] == "NOT verified"
+    assert result.exit_code == 1 and result.stdout.splitlines()[-1] == "NOT verified"
 
 
 @pytest.mark.timeout(30)

@@ -179,14 +179,14 @@ def test_tiff_tags_past_the_limit_fail_their_chip_fast_and_the_rest_is_written(t
     chips = tmp_path / "chips"
     names = list(make_chip_folder(chips, "uint16", count=3))
     (chips / "images" / f"{names[1]}.tif").write_bytes(data)
-    result = CliRunner().invoke(cli, ["to-tfrecords", str(chips), str(tmp_path / "records"), "--shards", "1",
+    result = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(tmp_path / "records"), "--shards", "1",
                                       "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert f"skipped {names[1]}: " in result.output and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in result.output
     assert "data: 2 records in 1 shards" in result.output
     # Readers that open files with GDAL refuse it before libtiff reads its tags: chips, source rasters.
     inspected = CliRunner().invoke(cli, ["inspect", str(chips), "--json"])
-    (problem,) = json.loads(inspected.output)["problems"]
+    (problem,) = json.loads(inspected.stdout)["problems"]
     assert problem["path"].endswith(f"{names[1]}.tif") and "TFCHIPS_MAX_TIFF_TAG_BYTES raises it" in problem["message"]
     (tmp_path / "red.tif").write_bytes(data)
     source = r"^item-1: .*red\.tif: the tags .* \(TFCHIPS_MAX_TIFF_TAG_BYTES raises it\)$"
@@ -247,7 +247,7 @@ def test_chip_named_with_bytes_that_are_not_utf8_fails_alone(tmp_path):
         os.rename(chips / side / f"{names[1]}.tif", os.fsencode(chips / side) + b"/bad\xff\xfe.tif")
     escaped = "bad\\xff\\xfe.tif"
 
-    refused = CliRunner().invoke(cli, ["to-tfrecords", str(chips), str(tmp_path / "refused"), "--shards", "1"])
+    refused = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(tmp_path / "refused"), "--shards", "1"])
     assert refused.exit_code == 1
     assert refused.output.strip().endswith(
         f"images/{escaped}: the file name is not valid UTF-8; rename the file (--skip-bad leaves bad chips out)"
@@ -255,7 +255,7 @@ def test_chip_named_with_bytes_that_are_not_utf8_fails_alone(tmp_path):
     assert not (tmp_path / "refused").exists() or not list((tmp_path / "refused").iterdir())
 
     out = tmp_path / "records"
-    skipped = CliRunner().invoke(cli, ["to-tfrecords", str(chips), str(out), "--shards", "1", "--skip-bad"])
+    skipped = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(out), "--shards", "1", "--skip-bad"])
     assert skipped.exit_code == 0, skipped.output
     assert "data: 2 records in 1 shards" in skipped.output
     assert f"skipped labels/{escaped}: the file name is not valid UTF-8" in skipped.output
@@ -263,11 +263,11 @@ def test_chip_named_with_bytes_that_are_not_utf8_fails_alone(tmp_path):
     assert [bad["name"] for bad in description["skipped"]] == [f"images/{escaped}", f"labels/{escaped}"]
 
     inspected = CliRunner().invoke(cli, ["inspect", str(chips), "--json"])
-    report = json.loads(inspected.output)
+    report = json.loads(inspected.stdout)
     problems = {problem["path"]: problem["message"] for problem in report["problems"]}
     assert problems[str(chips / "images" / escaped)] == "the file name is not valid UTF-8; rename the file"
     assert report["counts"]["chips"] == 2
     # Once renamed, the chip is an ordinary one.
     for side in ("images", "labels"):
         shutil.move(os.fsencode(chips / side) + b"/bad\xff\xfe.tif", chips / side / f"{names[1]}.tif")
-    assert json.loads(CliRunner().invoke(cli, ["inspect", str(chips), "--json"]).output)["counts"]["chips"] == 3
+    assert json.loads(CliRunner().invoke(cli, ["inspect", str(chips), "--json"]).stdout)["counts"]["chips"] == 3

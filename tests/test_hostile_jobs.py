@@ -159,15 +159,18 @@ def test_beam_tfrecords_refuses_a_complete_dataset_as_to_tfrecords_does(demo, ch
     from beam_pipelines import create_training_samples
 
     records = tmp_path / "records"
-    assert CliRunner().invoke(cli, ["to-tfrecords", str(chips), str(records), "--shards", "1"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(records), "--shards", "1"]).exit_code == 0
     before = snapshot(records)
-    local = CliRunner().invoke(cli, ["to-tfrecords", str(chips), str(records), "--shards", "1"])
+    local = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(records), "--shards", "1"])
     assert local.exit_code == 1 and "pass --overwrite to replace them" in local.output
     with pytest.raises(ConfigError) as refused:
         create_training_samples.main(
             [*job_args(demo, tmp_path / "job", tile_files[0])[1:], "--tfrecords", str(records), "--runner=DirectRunner"]
         )
-    assert f"Error: {refused.value}\n" == local.output
+    # The same refusal, the library naming the parameter and the command line its flag.
+    from tfchips.console import error_line
+
+    assert f"Error: {error_line(refused.value, {'overwrite': '--overwrite'})}\n" == local.output
     assert snapshot(records) == before
 
 
@@ -189,7 +192,7 @@ def test_a_second_job_on_the_same_folder_stops_at_once_naming_the_first(demo, ti
     finally:
         end_session(first)
     assert first.returncode == 0, errors
-    assert "12 written (0 from an earlier run), 0 skipped, 0 failed" in output
+    assert "12 written (0 from an earlier run), 0 skipped, 0 failed" in errors
     manifest = json.loads((out / "manifest.json").read_text())
     # The .tif chips: labels/*.vrt beside them are ESRI's view of the ignore value.
     assert manifest["complete"] and len([n for n in os.listdir(out / "labels") if n.endswith(".tif")]) == 12
@@ -274,7 +277,7 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_a_manifest_to_resume_fro
     resumed = CliRunner().invoke(cli, job_args(demo, out, tile_files[1]))
     assert resumed.exit_code == 0, resumed.output
     earlier = int(resumed.output.split("(")[1].split()[0])
-    assert resumed.output.startswith("12 written (") and earlier >= len(written)
+    assert resumed.output.startswith("tfchips create-samples: 12 written (") and earlier >= len(written)
     final = json.loads((out / "manifest.json").read_text())
     assert final["complete"] and "unfinished" not in final["counts"] and final["statistics"]["class_counts"]
 

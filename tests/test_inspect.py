@@ -174,7 +174,7 @@ def test_a_flipped_byte_in_a_shard_is_detected(demo_records, tmp_path):
     assert all(p.path == str(shard) for p in inspection.problems)
     result = run("inspect", records, "--json")
     assert result.exit_code == 1
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
     assert document["verified"] is False and {p["path"] for p in document["problems"]} == {str(shard)}
 
 
@@ -215,14 +215,14 @@ def test_a_glob_pattern_inspects_the_shards_it_matches(demo_records):
 def test_text_and_json_output(demo_chips):
     result = run("inspect", demo_chips)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0] == f"chip folder {demo_chips}: 16 chip pairs, 0 unpaired files"
     assert "image  64 x 64 x 4 uint16 GTiff, bands blue, green, red, nir, nodata 0  (16 chips)" in lines
     assert lines[-1] == "verified: 16 chips, no problem"
     inspection = inspect_dataset(demo_chips)
     blue = next(line for line in lines if line.startswith("blue "))
     assert blue.split()[:2] == ["blue", f"{inspection.bands[0].count:,}"]
-    document = json.loads(run("inspect", demo_chips, "--json").output)
+    document = json.loads(run("inspect", demo_chips, "--json").stdout)
     assert document["verified"] is True and document["counts"]["chips"] == 16
     assert document["valid_fraction"]["min"] == inspection.valid_fraction.minimum
     assert [b["name"] for b in document["bands"]] == ["blue", "green", "red", "nir"]

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -97,7 +98,8 @@ def test_demo_preview_shows_each_chip_beside_its_labels(demo_chips, tmp_path):
     sheet = preview_dataset(demo_chips, 16)
     written = Image.open(out)
     assert written.size == sheet.image.size and (np.asarray(written) == np.asarray(sheet.image)).all()
-    assert result.output == f"wrote {out}: 16 of 16 chips, {written.size[0]} x {written.size[1]} pixels\n"
+    summary = f"tfchips preview: wrote {out}: 16 of 16 chips, {written.size[0]} x {written.size[1]} pixels"
+    assert re.fullmatch(re.escape(summary) + r" \(\d+\.\d s\)\n", result.stderr), result.stderr
     assert sorted(p.name for p in sheet.panels) == sorted(f.name.removesuffix(".tif") for f in (demo_chips / "images").iterdir())
     assert sheet.band_names == ("red", "green", "blue")
     assert [text for text, _ in sheet.legend[:4]] == ["0 background", "1 building", "2 water", "3 vegetation"]

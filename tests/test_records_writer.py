@@ -357,8 +357,10 @@ def test_cli(tmp_path, folders):
 
     result = runner.invoke(command, [folder, out, "--shards", "1"])
     assert isinstance(result.exception, ConfigError) and "`overwrite=True`" in str(result.exception)
-    result = runner.invoke(command, [folder, out, "--shards", "1", "--shard-size", "5"])
-    assert result.exit_code == 2 and "exactly one of --shards" in result.output
+    from tfchips.cli.main import cli
+
+    result = runner.invoke(cli, ["to-tfrecords", folder, "--out", out, "--shards", "1", "--shard-size", "5"])
+    assert result.exit_code == 1 and "give exactly one of --shards and --shard-size" in result.output
 
 
 @pytest.mark.parametrize("processes", [False, True])

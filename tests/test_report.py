@@ -35,7 +35,7 @@ def test_demo_report_holds_the_figures_plots_and_preview(demo_chips, tmp_path):
     out = tmp_path / "report.html"
     result = run("report", demo_chips, "--out", out)
     assert result.exit_code == 0, result.output
-    assert result.output == f"wrote {out} (verified)\n"
+    assert re.fullmatch(re.escape(f"tfchips report: wrote {out} (verified)") + r" \(\d+\.\d s\)\n", result.stderr)
     html = out.read_text()
     inspection = inspect_dataset(demo_chips)
     assert html.startswith("<!DOCTYPE html>") and "Verified: no problem found." in html

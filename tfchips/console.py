@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 from tfchips.errors import TfchipsError
@@ -173,3 +174,14 @@ def one_line_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
     except TfchipsError as error:
         print(f"Error: {error_line(error, flags)}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def summary_line(program: str, text: str, started: float) -> None:
+    """The last line of every command and pipeline, on stderr: ``tfchips to-tfrecords: TEXT (3.1 s)``.
+
+    Args:
+        program: who speaks (``tfchips create-samples``, ``beam_pipelines.chips_to_tfrecords``).
+        text: counts and where the output went.
+        started: `time.monotonic` when the run began.
+    """
+    print(f"{program}: {text} ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)

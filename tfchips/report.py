@@ -21,7 +21,7 @@ from tfchips.errors import TfchipsError
 from tfchips.grid import Tile
 from tfchips.inspect import Histogram, Inspection, format_number, inspect_dataset
 from tfchips.manifest import class_colour
-from tfchips.preview import ContactSheet, preview_dataset
+from tfchips.preview import PANEL, ContactSheet, preview_dataset
 from tfchips.redaction import redact_text
 
 # Splits keep these colours in the order dataset.json lists them (train, val, test, ...).
@@ -297,15 +297,17 @@ def report_dataset(
     seed: int = 0,
     stretch: str = "sheet",
     on_progress: OnProgress = no_progress,
+    panel: int = PANEL,
 ) -> tuple[str, Inspection]:
     """The report page of a chip folder or TFRecords (see `tfchips.inspect.open_dataset`), and its inspection.
 
     ``stretch`` is the preview sheet's: "sheet" or "chip" (see `tfchips.preview.contact_sheet`);
-    ``on_progress`` hears of each chip or record read (see `tfchips.dataset_reader.OnProgress`).
+    ``on_progress`` hears of each chip or record read (see `tfchips.dataset_reader.OnProgress`);
+    ``panel`` is the most pixels per chip side on the sheet.
     """
     inspection = inspect_dataset(path, on_progress=on_progress)
     sheet = (
-        preview_dataset(path, n, bands, seed, stretch=stretch, on_progress=on_progress)
+        preview_dataset(path, n, bands, seed, panel, stretch=stretch, on_progress=on_progress)
         if inspection.counts.get("decoded")
         else None
     )

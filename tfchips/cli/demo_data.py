@@ -7,16 +7,21 @@ import os
 import click
 import yaml
 
+from tfchips.cli import options
+from tfchips.cli.main import summary
 from tfchips.demo_data import generate
 from tfchips.errors import OutputError
 from tfchips.manifest import publish_text
 
 
 @click.command("demo-data")
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@options.legacy_out_argument
+@options.out_option("Folder to write the catalog, labels and job.yaml to; their files are replaced.", required=False)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator; same seed, same pixels.")
-def command(out_dir: str, seed: int) -> None:
-    """Write a small static STAC catalog of synthetic COG scenes and a GeoPackage of labels to OUT_DIR."""
+def command(**values) -> None:
+    """Write a small static STAC catalog of synthetic COG scenes and a GeoPackage of labels to --out."""
+    out_dir = options.output_path(values, "an argument")
+    seed = values["seed"]
     try:
         demo = generate(out_dir, seed=seed)
     except OSError as error:
@@ -36,3 +41,4 @@ def command(out_dir: str, seed: int) -> None:
     click.echo("next:")
     click.echo(f"  tfchips create-samples --config {config}")
     click.echo(f"  (or: {demo.command_line(samples)})")
+    summary(f"catalog, labels and job.yaml in {os.path.abspath(out_dir)}")

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from tfchips.cli.main import summary
+
 
 def _table(header: list[str], rows: list[list[str]], right: int = 1) -> list[str]:
     """Aligned columns; every column from index ``right`` on is right-aligned."""
@@ -99,5 +101,8 @@ def command(path: str, as_json: bool) -> None:
     with progress_bars() as on_progress:
         inspection = inspect_dataset(path, on_progress=on_progress)
     click.echo(json.dumps(inspection.as_json(), indent=1) if as_json else format_inspection(inspection))
+    counts = inspection.counts
+    checked = f"{counts.get('decoded', 0)} {'chips' if inspection.kind == 'chips' else 'records'} decoded"
+    summary(f"{checked}, verified" if inspection.verified else f"{checked}, {len(inspection.problems)} problems")
     if not inspection.verified:
         raise SystemExit(1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 
 import click
 
 from tfchips import __version__
-from tfchips.console import VERBOSE_VARIABLE, error_line, quiet_tensorflow
+from tfchips.console import VERBOSE_VARIABLE, error_line, quiet_tensorflow, summary_line
 from tfchips.errors import TfchipsError
 from tfchips.redaction import redact_text
 
@@ -50,6 +51,20 @@ class _Commands(click.Group):
             sys.exit(error.exit_code)
 
 
+_STARTED = "tfchips.started"
+
+
+def summary(text: str) -> None:
+    """End the running command with its one-line summary on stderr (`tfchips.console.summary_line`)."""
+    ctx = click.get_current_context()
+    # Commands invoked on their own (tests) have no group to have started the clock.
+    started = ctx.meta.get(_STARTED, _IMPORTED)
+    summary_line(f"tfchips {ctx.info_name}", text, started)
+
+
+_IMPORTED = time.monotonic()
+
+
 def command_flags(command: click.Command | None) -> dict[str, str]:
     """Python parameter name -> how ``command`` spells it (``--max-cloud``, ``CHIPS``)."""
     flags: dict[str, str] = {}
@@ -67,7 +82,12 @@ def command_flags(command: click.Command | None) -> dict[str, str]:
     "--verbose", is_flag=True, help=f"Show the log lines of TensorFlow, absl and GDAL too (or set {VERBOSE_VARIABLE}=1)."
 )
 def cli(verbose: bool) -> None:
-    """Satellite imagery and vector ground truth to TensorFlow training data."""
+    """Satellite imagery and vector ground truth to TensorFlow training data.
+
+    Inputs are arguments, the output is --out (-o), and --overwrite replaces what an
+    earlier run left in the output. Every command ends with one summary line on stderr.
+    """
+    click.get_current_context().meta[_STARTED] = time.monotonic()
     if verbose:
         os.environ[VERBOSE_VARIABLE] = "1"
     quiet_tensorflow()

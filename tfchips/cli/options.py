@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from tfchips.aoi import bbox_geometry, read_aoi
 
 
 def _parse_bbox(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -28,6 +27,8 @@ aoi = click.option(
 bbox = click.option(
     "--bbox", callback=_parse_bbox, metavar="W,S,E,N", help="Area of interest in WGS84 degrees."
 )
+
+
 def resolution(required: bool = True):
     return click.option(
         "--resolution", type=click.FloatRange(min=0, min_open=True), required=required, help="Metres per pixel."
@@ -38,6 +39,8 @@ def tilesize(required: bool = True):
     return click.option(
         "--tilesize", type=click.IntRange(min=1), required=required, help="Tile width in pixels, without padding."
     )
+
+
 pad = click.option(
     "--pad",
     type=click.IntRange(min=0),
@@ -45,13 +48,6 @@ pad = click.option(
     show_default=True,
     help="Overlap pixels on every side; chips are tilesize + 2 * pad pixels square.",
 )
-
-
-def area_of_interest(aoi_path: str | None, bbox: tuple | None):
-    """The WGS84 geometry chosen by exactly one of --aoi and --bbox."""
-    if (aoi_path is None) == (bbox is None):
-        raise click.UsageError("give exactly one of --aoi FILE and --bbox W,S,E,N")
-    return read_aoi(aoi_path) if aoi_path is not None else bbox_geometry(bbox)
 
 
 def _imagery_option_list() -> list:
@@ -153,20 +149,32 @@ catalog_trust = [
 
 
 def trust_options(function):
-    """Apply --allow-local-assets and --allowed-hosts; `trust_boundary` reads their values."""
+    """Apply --allow-local-assets and --allowed-hosts; `tfchips.job.trust_boundary` reads their values."""
     for option in reversed(catalog_trust):
         function = option(function)
     return function
 
 
-def trust_boundary(values: dict):
-    """The `TrustBoundary` of the environment, widened or narrowed by the options given."""
-    from tfchips.sources import TrustBoundary
-
-    boundary = TrustBoundary.from_environment()
-    allow_local = values.get("allow_local_assets")
-    hosts = values.get("allowed_hosts")
-    return TrustBoundary(
-        boundary.allow_local if allow_local is None else bool(allow_local),
-        boundary.allowed_hosts if hosts is None else tuple(h for h in str(hosts).split(",") if h.strip()),
+def out_option(help: str, file: bool = False, required: bool = True):
+    """``--out``/``-o``, where every command writes: a folder, or a ``file``."""
+    return click.option(
+        "--out", "-o", required=required, type=click.Path(dir_okay=not file, file_okay=file), help=help
     )
+
+
+def legacy_out_argument(function):
+    """The output as a positional argument, as earlier releases took it; `output_path` reads it."""
+    return click.argument("legacy_out", required=False, metavar="[OUT]", type=click.Path(file_okay=False))(function)
+
+
+def output_path(values: dict, position: str) -> str:
+    """The output of ``--out``, or of the deprecated positional OUT (``position``: "a second argument")."""
+    legacy = values.pop("legacy_out")
+    if legacy is not None:
+        if values["out"] is not None:
+            raise click.UsageError(f"give --out {values['out']} only (OUT as {position} is deprecated)")
+        click.echo(f"tfchips: OUT as {position} is deprecated; use --out {legacy}", err=True)
+        values["out"] = legacy
+    if values["out"] is None:
+        raise click.UsageError("Missing option '--out' / '-o'.")
+    return values["out"]

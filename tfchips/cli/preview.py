@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from tfchips.cli import options
+from tfchips.cli.main import summary
+
 
 def _parse_bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     if value is None:
@@ -15,7 +18,7 @@ def _parse_bands(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def preview_options(function):
-    """--n, --bands and --seed, shared by `preview` and `report`."""
+    """--n, --bands, --seed and --size, shared by `preview` and `report`."""
     for option in reversed((
         click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Chips (or records) on the sheet."),
@@ -23,16 +26,18 @@ def preview_options(function):
                      help="One band (grey) or three (RGB), e.g. red,green,blue  [default: red,green,blue when the"
                      " chips have them, else the first three bands, else the first]"),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice of chips."),
+        click.option("--size", "panel", type=click.IntRange(min=16), default=128, show_default=True,
+                     help="At most this many pixels per chip side on the sheet; smaller chips are enlarged by a whole"
+                     " factor."),
     )):
         function = option(function)
     return function
 
+
 @click.command("preview")
 @click.argument("path")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@options.out_option("PNG file to write; a file there is replaced.", file=True)
 @preview_options
-@click.option("--size", "panel", type=click.IntRange(min=16), default=128, show_default=True,
-              help="At most this many pixels per chip side on the sheet; smaller chips are enlarged by a whole factor.")
 @click.option("--stretch", type=click.Choice(["sheet", "chip"]), default="sheet", show_default=True,
               help="Map each band's 2nd-98th percentiles to black-white over the valid pixels of all the chips"
               " on the sheet (the same ground, the same colour) or of each chip on its own.")
@@ -52,4 +57,4 @@ def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: in
     for problem in sheet.problems:
         click.echo(f"skipped {problem.path}: {problem.message}", err=True)
     width, height = sheet.image.size
-    click.echo(f"wrote {out}: {len(sheet.panels)} of {sheet.total} chips, {width} x {height} pixels")
+    summary(f"wrote {out}: {len(sheet.panels)} of {sheet.total} chips, {width} x {height} pixels")

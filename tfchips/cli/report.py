@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
+from tfchips.cli import options
+from tfchips.cli.main import summary
 from tfchips.cli.preview import preview_options
 
 
 @click.command("report")
 @click.argument("path")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@options.out_option("HTML file to write; a file there is replaced.", file=True)
 @preview_options
-def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int) -> None:
+def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: int, panel: int) -> None:
     """Write an HTML report on the chip folder, TFRecord folder or shards (glob pattern) at PATH.
 
     The page holds the figures of `tfchips inspect`, plots (class frequencies, band
@@ -23,9 +25,9 @@ def command(path: str, out: str, n: int, bands: tuple[str, ...] | None, seed: in
     from tfchips.report import report_dataset, write_report
 
     with progress_bars() as on_progress:
-        html, inspection = report_dataset(path, n, bands, seed, on_progress=on_progress)
+        html, inspection = report_dataset(path, n, bands, seed, panel=panel, on_progress=on_progress)
     write_report(html, out)
     for problem in inspection.problems:
         click.echo(f"problem: {problem.path}: {problem.message}", err=True)
     status = "verified" if inspection.verified else f"{len(inspection.problems)} problems"
-    click.echo(f"wrote {out} ({status})")
+    summary(f"wrote {out} ({status})")

@@ -7,7 +7,9 @@ import json
 import click
 
 from tfchips.cli import options
+from tfchips.cli.main import summary
 from tfchips.grid import tiles_for_shape, tiles_to_geojson
+from tfchips.job import area_of_interest
 
 
 @click.command("tiles")
@@ -26,8 +28,9 @@ from tfchips.grid import tiles_for_shape, tiles_to_geojson
 )
 def command(aoi_path, bbox, resolution, tilesize, pad, output_format) -> None:
     """Print the DLTiles covering --aoi FILE or --bbox W,S,E,N."""
-    tiles = tiles_for_shape(options.area_of_interest(aoi_path, bbox), resolution, tilesize, pad)
+    tiles = tiles_for_shape(area_of_interest(aoi_path, bbox), resolution, tilesize, pad)
     if output_format == "keys":
         click.echo("\n".join(tile.key for tile in tiles))
     else:
         click.echo(json.dumps(tiles_to_geojson(tiles)))
+    summary(f"{len(tiles)} tiles of {tilesize} + 2 x {pad} pixels at {resolution:g} m on stdout")

@@ -6,17 +6,19 @@ import os
 
 import click
 
+from tfchips.cli import options
+from tfchips.cli.main import summary
+from tfchips.job import writer_options
 from tfchips.lock import output_lock
 from tfchips.records.codecs import DECODERS, ENCODINGS
-from tfchips.records.encoder import RecordOptions
-from tfchips.records.plan import parse_splits
 from tfchips.records.schema import SCHEMAS
-from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, write_tfrecords
+from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, write_tfrecords
 
 
 @click.command("to-tfrecords")
 @click.argument("chips", type=click.Path(file_okay=False))
-@click.argument("out", type=click.Path(file_okay=False))
+@options.legacy_out_argument
+@options.out_option("Folder of the shards and dataset.json.", required=False)
 @click.option(
     "--encoding",
     type=click.Choice(ENCODINGS),
@@ -25,7 +27,7 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
     help="Image payload: the chip file as stored, lossless PNG, or raw pixels.",
 )
 @click.option(
-    "--label-encoding", type=click.Choice(ENCODINGS), default=None, help="Label payload; defaults to --encoding."
+    "--label-encoding", type=click.Choice(ENCODINGS), default=None, help="Label payload  [default: --encoding]"
 )
 @click.option(
     "--decoder",
@@ -44,21 +46,29 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
     show_default=True,
     help="Feature keys: tfchips, or those of the scripts tfchips replaces.",
 )
-@click.option("--shards", type=click.IntRange(min=1), default=None, help="Shards per split.")
+@click.option(
+    "--shards", type=click.IntRange(min=1), default=None, help="Shards per split; give this or --shard-size (one is needed)."
+)
 @click.option(
     "--shard-size",
     "shard_size_mb",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="MB",
-    help="Aim at this many MB (uncompressed) per shard instead.",
+    help="Aim at this many MB (uncompressed) per shard; give this or --shards (one is needed).",
 )
-@click.option("--compression", type=click.Choice(list(COMPRESSIONS)), default="none", show_default=True)
+@click.option(
+    "--compression",
+    type=click.Choice(list(COMPRESSIONS)),
+    default="none",
+    show_default=True,
+    help="Compression of the shard files (gzip and zlib: smaller, slower to read); dataset.json records it.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Parallel decoders/encoders; defaults to the number of CPUs. Never changes the output.",
+    help="Parallel decoders/encoders; never changes the output  [default: the number of CPUs]",
 )
 @click.option(
     "--processes",
@@ -70,7 +80,7 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
     "split_text",
     default=None,
     metavar="NAME=FRACTION,...",
-    help="Splits by tile, e.g. train=0.8,val=0.1,test=0.1; default: one split named 'data'.",
+    help="Splits by tile, e.g. train=0.8,val=0.1,test=0.1  [default: one split named 'data']",
 )
 @click.option(
     "--split-by",
@@ -87,37 +97,25 @@ from tfchips.records.writer import COMPRESSIONS, DATASET_JSON, WriterOptions, wr
     help="Band statistics and class counts in dataset.json (computed when the chip manifest has none).",
 )
 @click.option("--skip-bad", is_flag=True, help="Leave unpaired and corrupt chips out, listed in dataset.json.")
-@click.option("--overwrite", is_flag=True, help="Replace TFRecords already in OUT.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace what an earlier run left in --out: its shards and dataset.json."
+)
 def command(**values) -> None:
-    """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in OUT.
+    """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in --out.
 
     CHIPS may be an ESRI export in the Classified Tiles metadata format; other formats are refused.
     """
-    with output_lock(values["out"]):
-        description = write_tfrecords(values["chips"], values["out"], writer_options(values))
-    for split, info in description["splits"].items():
+    out = options.output_path(values, "a second argument")
+    with output_lock(out):
+        description = write_tfrecords(values["chips"], out, writer_options(values))
+    splits = description["splits"]
+    for split, info in splits.items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
     for bad in description["skipped"]:
         click.echo(f"skipped {bad['name']}: {bad['reason']}", err=True)
-    click.echo(f"wrote {os.path.join(values['out'], DATASET_JSON)}")
-
-
-def writer_options(values: dict) -> WriterOptions:
-    """`WriterOptions` from this command's option values (the Beam pipeline parses the same)."""
-    if (values["shards"] is None) == (values["shard_size_mb"] is None):
-        raise click.UsageError("give exactly one of --shards N and --shard-size MB")
-    return WriterOptions(
-        records=RecordOptions(values["encoding"], values["label_encoding"], values["decoder"], values["schema"]),
-        shards=values["shards"],
-        shard_size_mb=values["shard_size_mb"],
-        compression=values["compression"],
-        workers=values["workers"] or os.cpu_count() or 1,
-        processes=values["processes"],
-        splits=parse_splits(values["split_text"]),
-        split_by=values["split_by"],
-        seed=values["seed"],
-        statistics=values["statistics"],
-        skip_bad=values["skip_bad"],
-        overwrite=values["overwrite"],
-        progress=True,
+    records = sum(info["records"] for info in splits.values())
+    shards = sum(len(info["shards"]) for info in splits.values())
+    summary(
+        f"{records} records in {shards} shards, {len(description['skipped'])} chips skipped;"
+        f" wrote {os.path.join(out, DATASET_JSON)}"
     )
