@@ -21,7 +21,7 @@ import time
 import zlib
 from typing import Iterable, Iterator
 
-from beam_pipelines.terminal import check_runner, pipeline_arguments, quiet_beam, run_entry_point
+from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
 
 quiet_beam()  # before apache_beam is imported: it logs while it loads
 

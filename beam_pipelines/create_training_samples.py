@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from beam_pipelines.terminal import check_runner, pipeline_arguments, quiet_beam, run_entry_point
+from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
 
 quiet_beam()  # before apache_beam is imported: it logs while it loads
 

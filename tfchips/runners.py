@@ -1,4 +1,6 @@
-"""What the Beam entry points show on the terminal: the library's summary, not Beam's log lines.
+"""What a Beam entry point does before its runner starts: quiet logs, the gcp extra checked.
+
+The Beam entry points show the library's summary, not Beam's log lines.
 
 Beam and absl log dozens of INFO and WARNING lines per run (worker start-up, state channels,
 unparseable arguments, missing GCP clients), some while ``apache_beam`` is imported, so
