@@ -17,10 +17,12 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfchips.console import quiet_tensorflow
 
-import keras
-import tensorflow as tf
+quiet_tensorflow()  # before TensorFlow loads: its import prints absl and CUDA lines (TFCHIPS_VERBOSE=1 keeps them)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from tfchips.parse import make_dataset, write_prediction
 from tfchips.records import read_dataset_json
