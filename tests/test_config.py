@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from tfchips.cli.config import config_key
 from tfchips.cli.create_samples import command as create_samples
 from tfchips.cli.main import cli
+from tfchips.job import with_area_from_command_line
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "job.example.yaml"
 ONE_TILE = "64:0:10.0:13:-132:6170"
@@ -117,11 +118,11 @@ def test_demo_job_runs_from_elsewhere_after_the_folder_moved_and_its_config_yaml
     saved = yaml.safe_load(Path("p/demo/samples/config.yaml").read_text())
     assert saved["tiles"] == str(tmp_path / "tiles.txt") and saved["labels"] == str(tmp_path / "p/demo/labels.gpkg")
     assert "max_cloud" in saved and "max-cloud" not in saved
+    # --tiles on the command line replaced the demo's bbox: config.yaml names one area, so it runs alone.
+    assert "bbox" not in saved
     os.makedirs("elsewhere")
     monkeypatch.chdir("elsewhere")
-    # config.yaml holds the demo's bbox and the tiles given; --tiles again picks the tiles.
-    again = runner.invoke(cli, ["create-samples", "--config", str(tmp_path / "p/demo/samples/config.yaml"),
-                                "--tiles", "../tiles.txt"])
+    again = runner.invoke(cli, ["create-samples", "--config", str(tmp_path / "p/demo/samples/config.yaml")])
     assert again.exit_code == 0, again.output
     assert again.output.startswith("tfchips create-samples: 1 written (1 from an earlier run)"), again.output
 
@@ -145,3 +146,20 @@ def test_a_number_as_a_path_in_a_config_is_a_name_in_its_folder(tmp_path):
     (tmp_path / "job.yaml").write_text("out: 2024\nlabels: 7\n")
     values = parsed(["--config", tmp_path / "job.yaml"])
     assert (values["out"], values["labels"]) == (str(tmp_path / "2024"), str(tmp_path / "7"))
+
+
+@pytest.mark.parametrize(("config_gives", "command_line_gives"), [
+    ({"tiles_path": "t.txt"}, {"bbox": (1.0, 2.0, 3.0, 4.0)}),
+    ({"bbox": (1.0, 2.0, 3.0, 4.0)}, {"aoi_path": "area.gpkg"}),
+    ({"aoi_path": "area.gpkg", "bbox": (1.0, 2.0, 3.0, 4.0)}, {"tiles_path": "t.txt"}),
+])
+def test_an_area_on_the_command_line_replaces_every_area_of_the_config(config_gives, command_line_gives):
+    values = {"tiles_path": None, "aoi_path": None, "bbox": None, **config_gives, **command_line_gives}
+    settled = with_area_from_command_line(values, frozenset(config_gives))
+    assert {n: v for n, v in settled.items() if v is not None} == command_line_gives
+
+
+def test_two_areas_from_the_same_place_are_left_for_the_job_to_refuse():
+    both = {"tiles_path": "t.txt", "aoi_path": None, "bbox": (1.0, 2.0, 3.0, 4.0)}
+    assert with_area_from_command_line(both, frozenset(both)) == both
+    assert with_area_from_command_line(both, frozenset()) == both

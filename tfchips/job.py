@@ -55,14 +55,29 @@ def area_of_interest(aoi_path: str | None, bbox: tuple | None):
     return read_aoi(aoi_path) if aoi_path is not None else bbox_geometry(bbox)
 
 
+_AREA_OPTIONS = ("tiles_path", "aoi_path", "bbox")
+
+
+def with_area_from_command_line(values: dict, from_config: frozenset[str] = frozenset()) -> dict:
+    """``values`` without the config file's area when the command line gives one.
+
+    `tiles_path`, `aoi_path` and `bbox` are one choice: any of them given otherwise than
+    by the config file (``from_config``) replaces those the file gives, so the job and the
+    config it saves name one area.
+    """
+    given = [n for n in _AREA_OPTIONS if values.get(n) is not None and n not in from_config]
+    if not given:
+        return values
+    return {**values, **{n: None for n in _AREA_OPTIONS if n in from_config}}
+
+
 def job_tiles(values: dict, from_config: frozenset[str] = frozenset()) -> list[Tile]:
     """The tiles of ``tiles_path``, or of ``aoi_path``/``bbox`` at ``resolution`` (m) and ``tilesize``/``pad`` (pixels).
 
-    ``from_config`` names the values that came from a config file: ``tiles_path``
-    given otherwise replaces an area the file gives.
+    ``from_config`` names the values that came from a config file: an area given
+    otherwise replaces the file's (`with_area_from_command_line`).
     """
-    if values["tiles_path"] is not None and "tiles_path" not in from_config:
-        values = {**values, **{n: None for n in ("aoi_path", "bbox") if n in from_config}}
+    values = with_area_from_command_line(values, from_config)
     area_given = values["aoi_path"] is not None or values["bbox"] is not None
     if values["tiles_path"] is not None:
         if area_given:
@@ -102,7 +117,8 @@ def job_from_values(
         save_config: called as ``save_config(out, recorded_options(values))`` once ``out``
             exists, to keep the options the job ran with (``OUT/config.yaml``).
     """
-    tiles = job_tiles(values, from_config)
+    values = with_area_from_command_line(values, from_config)
+    tiles = job_tiles(values)
     labels = LabelRequest.from_options(values)
     job = SampleJob(
         imagery=ImageryRequest.from_options(values),
