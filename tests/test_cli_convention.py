@@ -61,6 +61,12 @@ def test_every_writing_command_takes_out_and_o(name, file):
     assert isinstance(out.type, click.Path) and out.type.file_okay is file and out.type.dir_okay is not file
 
 
+@pytest.mark.parametrize("name", sorted(WRITING))
+def test_usage_shows_no_deprecated_positional_out(name):
+    usage = run(name, "--help").output.splitlines()[0]
+    assert re.match(rf"Usage: \w+ {name} \[OPTIONS\]", usage) and "OUT" not in usage, usage
+
+
 def test_shards_and_shard_size_say_one_is_needed():
     help_text = " ".join(run("to-tfrecords", "--help").output.split())
     assert "--shards INTEGER RANGE Shards per split; give this or --shard-size (one is needed)." in help_text

@@ -360,7 +360,9 @@ def test_cli(tmp_path, folders):
     from tfchips.cli.main import cli
 
     result = runner.invoke(cli, ["to-tfrecords", folder, "--out", out, "--shards", "1", "--shard-size", "5"])
-    assert result.exit_code == 1 and "give exactly one of --shards and --shard-size" in result.output
+    # Options that do not go together are a usage error, as click's own are: exit 2.
+    assert result.exit_code == 2 and "Error: give exactly one of --shards and --shard-size" in result.output
+    assert result.output.startswith("Usage: ")
 
 
 @pytest.mark.parametrize("processes", [False, True])

@@ -6,12 +6,13 @@ import importlib
 import os
 import sys
 import time
+from typing import Callable, TypeVar
 
 import click
 
 from tfchips import __version__
 from tfchips.console import VERBOSE_VARIABLE, error_line, quiet_tensorflow, summary_line
-from tfchips.errors import TfchipsError
+from tfchips.errors import ConfigError, TfchipsError
 from tfchips.redaction import redact_text
 
 # Command name -> module under tfchips.cli that defines a click command of that name.
@@ -51,6 +52,7 @@ class _Commands(click.Group):
             sys.exit(error.exit_code)
 
 
+T = TypeVar("T")
 _STARTED = "tfchips.started"
 
 
@@ -74,6 +76,14 @@ def command_flags(command: click.Command | None) -> dict[str, str]:
         elif isinstance(parameter, click.Argument):
             flags[parameter.name] = parameter.human_readable_name
     return flags
+
+
+def usage_checked(build: Callable[[dict], T], values: dict) -> T:
+    """``build(values)``, whose `ConfigError` (options that do not go together) is a usage error: exit 2."""
+    try:
+        return build(values)
+    except ConfigError as error:
+        raise click.UsageError(error_line(error, command_flags(click.get_current_context().command))) from None
 
 
 @click.group(cls=_Commands)

@@ -162,9 +162,18 @@ def out_option(help: str, file: bool = False, required: bool = True):
     )
 
 
+class _HiddenArgument(click.Argument):
+    """A positional argument kept working but left out of the usage line, as deprecated spellings are."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return []
+
+
 def legacy_out_argument(function):
     """The output as a positional argument, as earlier releases took it; `output_path` reads it."""
-    return click.argument("legacy_out", required=False, metavar="[OUT]", type=click.Path(file_okay=False))(function)
+    return click.argument(
+        "legacy_out", cls=_HiddenArgument, required=False, metavar="[OUT]", type=click.Path(file_okay=False)
+    )(function)
 
 
 def output_path(values: dict, position: str) -> str:

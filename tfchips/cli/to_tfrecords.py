@@ -7,7 +7,7 @@ import os
 import click
 
 from tfchips.cli import options
-from tfchips.cli.main import summary
+from tfchips.cli.main import summary, usage_checked
 from tfchips.job import writer_options
 from tfchips.lock import output_lock
 from tfchips.records.codecs import DECODERS, ENCODINGS
@@ -106,8 +106,9 @@ def command(**values) -> None:
     CHIPS may be an ESRI export in the Classified Tiles metadata format; other formats are refused.
     """
     out = options.output_path(values, "a second argument")
+    writer = usage_checked(writer_options, values)
     with output_lock(out):
-        description = write_tfrecords(values["chips"], out, writer_options(values))
+        description = write_tfrecords(values["chips"], out, writer)
     splits = description["splits"]
     for split, info in splits.items():
         click.echo(f"{split}: {info['records']} records in {len(info['shards'])} shards")
