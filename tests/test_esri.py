@@ -42,7 +42,7 @@ def small_manifest(class_names, ignore_value=255):
 
 
 def write_label(folder, label):
-    from tfchips.chips import write_chip_pair
+    from tfchips.chip_folder import write_chip_pair
 
     image = np.ones((3, TILE.size, TILE.size), np.uint16)
     write_chip_pair(str(folder), TILE, image, 0, ("red", "green", "blue"), label, 255, ("s",))
