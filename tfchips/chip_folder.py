@@ -197,7 +197,8 @@ def remove_chips(out: str, key: str) -> None:
 
 def resumed_record(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]] | None:
     """The record and band names of a pair an earlier run wrote in ``job.out``, recomputed
-    from the chips (skipped if now below the job's thresholds); None to make the tile again."""
+    from the chips; None to make the tile again. A pair now below the job's thresholds is
+    removed and its tile ``skipped``."""
     if not chip_pair_exists(job.out, tile.key):
         return None
     try:
@@ -209,7 +210,10 @@ def resumed_record(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, .
     record = chip_record(
         tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
     )
-    return job.below_thresholds(record) or record, pair.band_names
+    skipped = job.below_thresholds(record)
+    if skipped is not None:
+        remove_chips(job.out, tile.key)  # the folder agrees with the manifest
+    return skipped or record, pair.band_names
 
 
 def start_job(job: SampleJob, parameters: dict, tiles: int) -> None:

@@ -1,9 +1,15 @@
-"""Option definitions shared by several commands."""
+"""Click option definitions shared by the ``tfchips`` commands and the Beam pipelines.
+
+The commands (`tfchips.cli`) and the pipelines (`beam_pipelines`) take the same options
+from here, so that a flag means the same thing to both; `tfchips.job` turns their values
+into a job. `command_flags` names a command's flags for errors (`tfchips.console.error_line`).
+"""
 
 from __future__ import annotations
 
 import click
 
+from tfchips.config_file import config_option
 
 
 def _parse_bbox(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -178,3 +184,170 @@ def output_path(values: dict, position: str) -> str:
     if values["out"] is None:
         raise click.UsageError("Missing option '--out' / '-o'.")
     return values["out"]
+
+
+def label_options(function):
+    """Apply the ground-truth options; `LabelRequest.from_options` reads their values."""
+    for decorator in reversed(
+        [
+            click.option("--labels", required=True, type=click.Path(dir_okay=False), help="OGR-readable ground truth."),
+            click.option("--attribute", help="Integer attribute to burn (0-254); default: every feature burns 1."),
+            click.option("--labels-layer", help="Layer of --labels, by name or 0-based index."),
+            click.option("--all-touched", is_flag=True, help="Burn every pixel a feature touches."),
+            click.option("--background", type=click.IntRange(0, 255), default=0, show_default=True,
+                         help="Label of pixels no feature covers."),
+            click.option("--extent", type=click.Path(dir_okay=False),
+                         help="Vector file of the surveyed area; pixels outside it get --ignore-value."),
+            click.option("--extent-layer", help="Layer of --extent, by name or 0-based index."),
+            click.option("--ignore-value", type=click.IntRange(0, 255), default=255, show_default=True,
+                         help="Label (and label nodata) outside --extent."),
+            click.option("--classes", help="Class names, e.g. 0=background,1=building; NAME=VALUE pairs"
+                         " (water=1,building=2) also map a text --attribute to values."),
+            click.option("--label-without-imagery", is_flag=True,
+                         help="Keep labels where the image has no valid pixel  [default: --ignore-value there]"),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+_CREATE_SAMPLES = [
+    config_option,
+    imagery_options,
+    trust_options,
+    label_options,
+    aoi,
+    bbox,
+    click.option("--tiles", "tiles_path", type=click.Path(dir_okay=False),
+                 help="Tile keys to build: a text file (one per line) or a vector file with a tile_key column."),
+    resolution(required=False),  # not with --tiles, whose keys carry the grid
+    tilesize(required=False),
+    pad,
+    out_option("Chip folder to write (OUT/images, OUT/labels); a re-run resumes it."),
+    click.option("--workers", type=click.IntRange(min=1), help="Worker processes  [default: the core count]"),
+    click.option("--min-valid", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                 help="Skip tiles whose valid-pixel fraction is lower."),
+    click.option("--min-labelled", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                 help="Skip tiles whose labelled-pixel fraction (not background, not ignored) is lower."),
+    click.option("--overwrite", is_flag=True, help="Replace what an earlier run left in --out: every tile is made"
+                 " again, whatever options made its chips."),
+]
+
+
+def create_samples_options(function):
+    """Apply every option of ``tfchips create-samples`` (and of the Beam pipeline that takes them)."""
+    for decorator in reversed(_CREATE_SAMPLES):
+        function = decorator(function)
+    return function
+
+
+def options_from_config(ctx: click.Context, values: dict) -> frozenset[str]:
+    """Names of the options whose values came from --config."""
+    return frozenset(n for n in values if ctx.get_parameter_source(n) == click.core.ParameterSource.DEFAULT_MAP)
+
+
+def command_flags(command: click.Command | None) -> dict[str, str]:
+    """Python parameter name -> how ``command`` spells it (``--max-cloud``, ``CHIPS``)."""
+    flags: dict[str, str] = {}
+    for parameter in command.params if command is not None else ():
+        if isinstance(parameter, click.Option):
+            flags[parameter.name] = max(parameter.opts, key=len)
+        elif isinstance(parameter, click.Argument):
+            flags[parameter.name] = parameter.human_readable_name
+    return flags
+
+
+def _record_option_list() -> dict:
+    from tfchips.records.codecs import DECODERS, ENCODINGS
+    from tfchips.records.schema import SCHEMAS
+    from tfchips.records.writer import COMPRESSIONS
+
+    return {
+        "encoding": click.option(
+            "--encoding",
+            type=click.Choice(ENCODINGS),
+            default="bytes",
+            show_default=True,
+            help="Image payload: the chip file as stored, lossless PNG, or raw pixels.",
+        ),
+        "label_encoding": click.option(
+            "--label-encoding", type=click.Choice(ENCODINGS), default=None, help="Label payload  [default: --encoding]"
+        ),
+        "decoder": click.option(
+            "--decoder",
+            type=click.Choice(DECODERS),
+            default="auto",
+            show_default=True,
+            help=(
+                "Pixel decoder: TensorFlow (PNG/JPEG/BMP) or GDAL (any raster; libtiff directly for lossless GeoTIFFs); "
+                "auto: TensorFlow where it is exact."
+            ),
+        ),
+        "schema": click.option(
+            "--schema",
+            type=click.Choice(SCHEMAS),
+            default="tfchips",
+            show_default=True,
+            help="Feature keys: tfchips, or those of the scripts tfchips replaces.",
+        ),
+        "shards": click.option(
+            "--shards", type=click.IntRange(min=1), default=None, help="Shards per split; give this or --shard-size (one is needed)."
+        ),
+        "shard_size_mb": click.option(
+            "--shard-size",
+            "shard_size_mb",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="MB",
+            help="Aim at this many MB (uncompressed) per shard; give this or --shards (one is needed).",
+        ),
+        "compression": click.option(
+            "--compression",
+            type=click.Choice(list(COMPRESSIONS)),
+            default="none",
+            show_default=True,
+            help="Compression of the shard files (gzip and zlib: smaller, slower to read); dataset.json records it.",
+        ),
+        "workers": click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Parallel decoders/encoders; never changes the output  [default: the number of CPUs]",
+        ),
+        "processes": click.option(
+            "--processes",
+            is_flag=True,
+            help="GDAL decoding in worker processes rather than threads: for many cores.",
+        ),
+        "split_text": click.option(
+            "--split",
+            "split_text",
+            default=None,
+            metavar="NAME=FRACTION,...",
+            help="Splits by tile, e.g. train=0.8,val=0.1,test=0.1  [default: one split named 'data']",
+        ),
+        "split_by": click.option(
+            "--split-by",
+            default="tile",
+            show_default=True,
+            metavar="tile|block:K",
+            help="block:K keeps each K x K block of neighbouring tiles in one split.",
+        ),
+        "seed": click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and shuffle."),
+        "statistics": click.option(
+            "--statistics/--no-statistics",
+            default=True,
+            show_default=True,
+            help="Band statistics and class counts in dataset.json (computed when the chip manifest has none).",
+        ),
+        "skip_bad": click.option("--skip-bad", is_flag=True, help="Leave unpaired and corrupt chips out, listed in dataset.json."),
+    }
+
+
+def record_options(function, names: tuple[str, ...] | None = None):
+    """Apply the record options of ``tfchips to-tfrecords`` (``--encoding``, ``--shards``, ``--split``, ...),
+    or those whose parameter ``names`` are given; `tfchips.job.writer_options` reads their values."""
+    chosen = _record_option_list()
+    for name in reversed(list(chosen) if names is None else list(names)):
+        function = chosen[name](function)
+    return function
