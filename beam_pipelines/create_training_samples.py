@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from beam_pipelines.chips_to_tfrecords import check_compression, summary_text, write_records  # noqa: E402
 from tfchips import storage
-from tfchips.chip_folder import remove_partial_files, start_job, write_job_metadata
+from tfchips.chip_folder import finish_job, remove_partial_files, start_job
 from tfchips.config_file import save_effective_config
 from tfchips.console import summary_line
 from tfchips.errors import ChipError
@@ -44,6 +44,7 @@ from tfchips.grid import Tile, key_to_filename
 from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.labels import load_ground_truth
 from tfchips.lock import output_lock
+from tfchips.manifest import ROWS_SUFFIX, ManifestSummary, remove_stale_rows, row_line, rows_prefix
 from tfchips.options import command_flags, create_samples_options, options_from_config, record_options
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import check_output_folder
@@ -100,9 +101,32 @@ class SampleRecord(SampleTile):
             yield encoded
 
 
-def write_metadata(results: list, job: SampleJob, parameters: dict) -> None:
-    band_names = next((names for _, names in results if names), ())
-    write_job_metadata([record for record, _ in results], band_names, job, parameters)
+class CombineManifest(beam.CombineFn):
+    """The `ManifestSummary` of every tile's record, and the job's band names."""
+
+    def create_accumulator(self) -> tuple[ManifestSummary, tuple[str, ...]]:
+        return ManifestSummary(), ()
+
+    def add_input(self, summary, outcome):
+        record, band_names = outcome
+        return summary[0].merge(ManifestSummary.of(record)), summary[1] or band_names
+
+    def merge_accumulators(self, summaries):
+        merged, names = ManifestSummary(), ()
+        for summary, band_names in summaries:
+            merged, names = merged.merge(summary), names or band_names
+        return merged, names
+
+    def extract_output(self, summary):
+        return summary
+
+
+def write_metadata(
+    _, summary: tuple[ManifestSummary, tuple[str, ...]], rows: list[str], job: SampleJob, parameters: dict
+) -> None:
+    """The manifest and ESRI metadata, once the ``rows`` files are in place; an earlier run's rows files go."""
+    remove_stale_rows(job.out, rows)
+    finish_job(*summary, job, parameters)
 
 
 def _dead_letter(failures: beam.PCollection, folder: str) -> None:
@@ -127,10 +151,19 @@ def build(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job:
         FAILED, main="records"
     )
     _dead_letter(results[FAILED], job.out)
-    _ = (
+    # No worker holds every row: rows go to sharded JSON lines, the summary is combined.
+    rows = (
         results.records
-        | "Gather" >> beam.combiners.ToList()
-        | "Metadata" >> beam.Map(write_metadata, job, parameters)
+        | "Rows" >> beam.Map(lambda outcome: row_line(outcome[0]))
+        | "WriteRows" >> beam.io.WriteToText(rows_prefix(job.out), file_name_suffix=ROWS_SUFFIX)
+    )
+    summary = results.records | "Summary" >> beam.CombineGlobally(CombineManifest())
+    _ = (
+        pipeline
+        | "Once" >> beam.Create([None])
+        | "Metadata" >> beam.Map(
+            write_metadata, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(rows), job, parameters
+        )
     )
 
 

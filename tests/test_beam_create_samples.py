@@ -11,6 +11,7 @@ from shapely.geometry import mapping
 from beam_pipelines import create_training_samples
 from tfchips.cli.main import cli
 from tfchips.grid import Tile
+from tfchips.manifest import manifest_rows
 
 
 def options(demo, out, tiles_file, catalog=None):
@@ -96,9 +97,16 @@ def test_pipeline_writes_the_chips_and_manifest_the_cli_writes_and_fails_as_it_d
     manifest = json.loads((tmp_path / "beam" / "manifest.json").read_text())
     local_manifest = json.loads((tmp_path / "local" / "manifest.json").read_text())
     assert manifest["counts"] == {"written": 3, "skipped": 0, "failed": 1}
-    # The same manifest, tiles sorted by key; parameters differ only by the options given differently.
+    # The same manifest; parameters differ only by the options given differently, and Beam
+    # merges per-tile moments in its own order: band means and deviations equal up to rounding.
     ran_with, local_ran_with = manifest.pop("parameters"), local_manifest.pop("parameters")
+    bands, local_bands = manifest["statistics"].pop("bands"), local_manifest["statistics"].pop("bands")
     assert manifest == local_manifest
+    assert [b.pop("name") for b in bands] == [b.pop("name") for b in local_bands]
+    assert bands == [pytest.approx(band, rel=1e-12) for band in local_bands]
+    # The same rows, in tile order; written as Beam's shards of JSON lines, no worker holding them all.
+    assert sorted(manifest_rows(str(tmp_path / "beam")), key=lambda r: r["key"]) == list(manifest_rows(str(tmp_path / "local")))
+    assert len(list(manifest_rows(str(tmp_path / "beam")))) == 4
     assert {k: v for k, v in ran_with.items() if k not in ("out", "workers")} == {
         k: v for k, v in local_ran_with.items() if k not in ("out", "workers")
     }

@@ -24,7 +24,16 @@ from tfchips.errors import ChipError
 from tfchips.esri import remove_esri_metadata, write_esri_metadata
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
 from tfchips.grid import Tile, key_to_filename
-from tfchips.manifest import ChipRecord, build_manifest, chip_record, write_manifest
+from tfchips.manifest import (
+    ChipRecord,
+    ManifestSummary,
+    build_manifest,
+    chip_record,
+    manifest_rows,
+    summarize,
+    write_manifest,
+    write_rows,
+)
 from tfchips.sources.base import first_line
 
 if TYPE_CHECKING:
@@ -243,18 +252,34 @@ def write_job_metadata(
     parameters: dict,
     unfinished: int | None = None,
 ) -> dict:
-    """Write the manifest and ESRI metadata of a job in ``job.out`` and return the manifest;
-    ``unfinished`` tiles mark it incomplete (and leave ESRI metadata out)."""
+    """Write the rows, manifest and ESRI metadata of a job of ``records`` in ``job.out`` and return
+    the manifest; ``unfinished`` tiles mark it incomplete (and leave ESRI metadata out)."""
+    write_rows(job.out, records)
+    return finish_job(summarize(records), band_names, job, parameters, unfinished)
+
+
+def finish_job(
+    summary: ManifestSummary,
+    band_names: tuple[str, ...],
+    job: SampleJob,
+    parameters: dict,
+    unfinished: int | None = None,
+) -> dict:
+    """Write the manifest of ``summary`` and the ESRI metadata in ``job.out``, whose rows files
+    are written (`write_rows`, or Beam's shards), and return the manifest.
+
+    ESRI's ``map.txt`` lists every written chip: the rows are read back for it, one at a time,
+    keeping each written chip's name and class counts.
+    """
     fingerprint = job_fingerprint(job.imagery, job.labels)
     manifest = build_manifest(
-        records, parameters, band_names, job.class_names, job.labels.nodata, fingerprint, unfinished
+        summary, parameters, band_names, job.class_names, job.labels.nodata, fingerprint, unfinished
     )
     write_manifest(job.out, manifest)
-    written = sorted(r.key for r in records if r.status == "written")
-    if written and unfinished is None:
-        first = Tile.from_key(written[0])
-        names = [key_to_filename(key) + ".tif" for key in written]
-        write_esri_metadata(job.out, manifest, first.size, first.resolution, first.crs, names)
+    if summary.counts["written"] and unfinished is None:
+        rows = manifest_rows(job.out, manifest)
+        first = Tile.from_key(next(r["key"] for r in manifest_rows(job.out, manifest) if r["status"] == "written"))
+        write_esri_metadata(job.out, manifest, rows, first.size, first.resolution, first.crs)
     else:
         remove_esri_metadata(job.out)
     return manifest

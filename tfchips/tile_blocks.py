@@ -45,7 +45,9 @@ class TileSource:
     tiles_path: str | None = None
 
     @classmethod
-    def of_area(cls, geometry: BaseGeometry, resolution: float, tilesize: int, pad: int) -> tuple[TileSource, list[Block]]:
+    def of_area(
+        cls, geometry: BaseGeometry, resolution: float, tilesize: int, pad: int = 0
+    ) -> tuple[TileSource, list[Block]]:
         """The source of the tiles touching ``geometry``, and its blocks (bands of grid rows)."""
         indices = tile_indices_for_shape(geometry, resolution, tilesize, pad)
         source = cls(len(indices), shapely.to_wkb(geometry), (int(tilesize), int(pad), float(resolution)))
