@@ -80,8 +80,11 @@ def _row_bands(indices: np.ndarray) -> list[Block]:
     if not len(indices):
         return []
     target = max(1, math.ceil(len(indices) / MAX_BLOCKS))
-    # Rows in tile order ((zone, tj), sorted), with their tile counts.
-    rows, counts = np.unique(indices[:, [0, 2]], axis=0, return_counts=True)
+    # Rows in tile order, with their tile counts: ``indices`` are sorted by (zone, tj, ti), so
+    # each row is one run (np.unique over rows would sort a million of them again).
+    zones, tjs = indices[:, 0], indices[:, 2]
+    starts = np.flatnonzero(np.r_[True, (zones[1:] != zones[:-1]) | (tjs[1:] != tjs[:-1])])
+    rows, counts = indices[starts][:, [0, 2]], np.diff(np.r_[starts, len(indices)])
     blocks, start, held = [], 0, 0
     for index, ((zone, _), count) in enumerate(zip(rows.tolist(), counts.tolist())):
         held += count
