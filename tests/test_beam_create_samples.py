@@ -107,6 +107,7 @@ def test_pipeline_writes_the_chips_and_manifest_the_cli_writes_and_fails_as_it_d
     # The same rows, in tile order; written as Beam's shards of JSON lines, no worker holding them all.
     assert sorted(manifest_rows(str(tmp_path / "beam")), key=lambda r: r["key"]) == list(manifest_rows(str(tmp_path / "local")))
     assert len(list(manifest_rows(str(tmp_path / "beam")))) == 4
+    assert (tmp_path / "beam" / "map.txt").read_text() == (tmp_path / "local" / "map.txt").read_text()
     assert {k: v for k, v in ran_with.items() if k not in ("out", "workers")} == {
         k: v for k, v in local_ran_with.items() if k not in ("out", "workers")
     }
