@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from tfchips import storage
 from tfchips.chips import ChipPair, read_manifest
 from tfchips.cli.main import command_flags
-from tfchips.cli.options import output_path
+from tfchips.options import output_path
 from tfchips.cli.to_tfrecords import command as to_tfrecords_command
 from tfchips.console import summary_line
 from tfchips.job import writer_options

@@ -5,9 +5,12 @@
 
 Takes every option of ``tfchips create-samples``; with ``--tfrecords DIR`` (and the record
 options of ``tfchips to-tfrecords``: ``--encoding``, ``--shards``, ``--split``, ...) it writes
-shards and dataset.json to DIR instead of a chip folder; a DIR holding a complete dataset needs
-``--overwrite``, as with ``to-tfrecords``. Local outputs are locked for the run (`tfchips.lock`).
-The rest go to Beam's PipelineOptions. Ends with one summary line on stderr; Beam's own log
+shards and dataset.json to DIR instead of a chip folder, encoding each tile's record in memory
+(`tfchips.sample_records`); a DIR holding a complete dataset needs ``--overwrite``, as with
+``to-tfrecords``. Local outputs are locked for the run (`tfchips.lock`). The rest go to Beam's
+PipelineOptions. The graph holds a few hundred blocks of tiles (`tfchips.tile_blocks`), which
+workers expand, not the tiles. Failed tiles go to ``OUT/dead_letter/`` and the manifest, and
+make the run exit 1, as with the CLI. Ends with one summary line on stderr; Beam's own log
 lines below ERROR show only with ``--verbose``.
 """
 
@@ -18,9 +21,7 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
@@ -35,27 +36,29 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from beam_pipelines.chips_to_tfrecords import check_compression, summary_text, write_records  # noqa: E402
 from tfchips import storage
-from tfchips.chips import ChipPair, chip_paths, remove_partial_files
-from tfchips.cli.config import save_effective_config
-from tfchips.cli.create_samples import command as create_samples_command
-from tfchips.cli.create_samples import options_from_config
-from tfchips.cli.main import command_flags
-from tfchips.cli.to_tfrecords import command as to_tfrecords_command
+from tfchips.chip_folder import finish_job, remove_partial_files, start_job
+from tfchips.config_file import save_effective_config
 from tfchips.console import summary_line
-from tfchips.job import job_from_values, recorded_options, writer_options
+from tfchips.errors import ChipError
 from tfchips.grid import Tile, key_to_filename
+from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.labels import load_ground_truth
 from tfchips.lock import output_lock
+from tfchips.manifest import ROWS_SUFFIX, ManifestSummary, remove_stale_rows, row_line, rows_prefix
+from tfchips.options import command_flags, create_samples_options, options_from_config, record_options
 from tfchips.records import RecordOptions, WriterOptions
-from tfchips.records.writer import check_output_folder, encode_or_bad
-from tfchips.samples import JobSummary, SampleJob, make_sample, start_job, write_job_metadata
+from tfchips.records.writer import check_output_folder
+from tfchips.sample_records import encode_sample
+from tfchips.samples import SampleJob, make_sample, sample_to_folder
+from tfchips.tile_blocks import Block, TileSource
 from tfchips.workers import JobProcess, watch_job
 
 FAILED = "failed"
 
 
 class SampleTile(beam.DoFn):
-    """Writes the chip pair of one tile key; failures go to the ``failed`` output."""
+    """One tile into the chip folder (`sample_to_folder`): yields its record and band names;
+    a failed tile's key and reason also go to the ``failed`` output (the dead letters)."""
 
     def __init__(self, job: SampleJob) -> None:
         self.job = job
@@ -66,45 +69,64 @@ class SampleTile(beam.DoFn):
         watch_job(self.launcher)  # a local worker process ends with the pipeline's, even SIGKILLed
         load_ground_truth(self.job.labels)  # once per worker, not per element
 
-    def process(self, key: str):
-        record, band_names = make_sample(Tile.from_key(key), self.job)
+    def counted(self, record):
+        """Count ``record``'s outcome; the dead letter of a failed one."""
         self.counters[record.status].inc()
         if record.status == FAILED:
-            yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": key, "error": record.reason}))
-        else:
-            yield record, band_names
+            yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": record.key, "error": record.reason}))
+
+    def process(self, tile: Tile):
+        record, band_names = sample_to_folder(tile, self.job)
+        yield from self.counted(record)
+        yield record, band_names
 
 
 class SampleRecord(SampleTile):
-    """Makes the chip pair of one tile in a scratch folder and yields its encoded record."""
+    """One tile to its encoded record (`encode_sample`), made in memory: no chip is written."""
 
     def __init__(self, job: SampleJob, records: RecordOptions) -> None:
         super().__init__(job)
         self.records = records
 
-    def setup(self) -> None:
-        super().setup()
-        self.scratch = tempfile.mkdtemp(prefix="tfchips-")
-        self.scratch_job = dataclasses.replace(self.job, out=self.scratch, overwrite=True)
-
-    def teardown(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def process(self, key: str):
-        record, _ = make_sample(Tile.from_key(key), self.scratch_job)
-        self.counters[record.status].inc()
-        if record.status == FAILED:
-            yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": key, "error": record.reason}))
-        elif record.status == "written":
-            image, label = chip_paths(self.scratch, key)
-            yield encode_or_bad(ChipPair(key_to_filename(key), key, image, label), self.records)
-            for path in (image, label):
-                storage.remove(path)
+    def process(self, tile: Tile):
+        sample = make_sample(tile, self.job)
+        record, encoded = sample.record, None
+        if record.status == "written":
+            try:
+                encoded = encode_sample(sample, self.records, self.job.out)
+            except ChipError as error:
+                record = dataclasses.replace(record, status=FAILED, reason=str(error))
+        yield from self.counted(record)
+        if encoded is not None:
+            yield encoded
 
 
-def write_metadata(results: list, job: SampleJob, parameters: dict) -> None:
-    band_names = next((names for _, names in results if names), ())
-    write_job_metadata(JobSummary(tuple(record for record, _ in results), band_names), job, parameters)
+class CombineManifest(beam.CombineFn):
+    """The `ManifestSummary` of every tile's record, and the job's band names."""
+
+    def create_accumulator(self) -> tuple[ManifestSummary, tuple[str, ...]]:
+        return ManifestSummary(), ()
+
+    def add_input(self, summary, outcome):
+        record, band_names = outcome
+        return summary[0].merge(ManifestSummary.of(record)), summary[1] or band_names
+
+    def merge_accumulators(self, summaries):
+        merged, names = ManifestSummary(), ()
+        for summary, band_names in summaries:
+            merged, names = merged.merge(summary), names or band_names
+        return merged, names
+
+    def extract_output(self, summary):
+        return summary
+
+
+def write_metadata(
+    _, summary: tuple[ManifestSummary, tuple[str, ...]], rows: list[str], job: SampleJob, parameters: dict
+) -> None:
+    """The manifest and ESRI metadata, once the ``rows`` files are in place; an earlier run's rows files go."""
+    remove_stale_rows(job.out, rows)
+    finish_job(*summary, job, parameters)
 
 
 def _dead_letter(failures: beam.PCollection, folder: str) -> None:
@@ -113,46 +135,65 @@ def _dead_letter(failures: beam.PCollection, folder: str) -> None:
     )
 
 
-def build(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, parameters: dict) -> None:
-    """Add the create-samples steps to ``pipeline``."""
-    results = (
+def _tiles(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block]) -> beam.PCollection:
+    """The tiles of ``blocks``, each block expanded on the worker that samples its tiles."""
+    return (
         pipeline
-        | "Tiles" >> beam.Create([tile.key for tile in tiles])
+        | "Blocks" >> beam.Create(blocks)
         | "Spread" >> beam.Reshuffle()
-        | "Sample" >> beam.ParDo(SampleTile(job)).with_outputs(FAILED, main="records")
+        | "Tiles" >> beam.FlatMap(source.block_tiles)
+    )
+
+
+def build(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, parameters: dict) -> None:
+    """Add the create-samples steps to ``pipeline``."""
+    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleTile(job)).with_outputs(
+        FAILED, main="records"
     )
     _dead_letter(results[FAILED], job.out)
-    _ = (
+    # No worker holds every row: rows go to sharded JSON lines, the summary is combined.
+    rows = (
         results.records
-        | "Gather" >> beam.combiners.ToList()
-        | "Metadata" >> beam.Map(write_metadata, job, parameters)
+        | "Rows" >> beam.Map(lambda outcome: row_line(outcome[0]))
+        | "WriteRows" >> beam.io.WriteToText(rows_prefix(job.out), file_name_suffix=ROWS_SUFFIX)
+    )
+    summary = results.records | "Summary" >> beam.CombineGlobally(CombineManifest())
+    _ = (
+        pipeline
+        | "Once" >> beam.Create([None])
+        | "Metadata" >> beam.Map(
+            write_metadata, beam.pvalue.AsSingleton(summary), beam.pvalue.AsList(rows), job, parameters
+        )
     )
 
 
-def build_records(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, out: str, options: WriterOptions) -> None:
+def build_records(
+    pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, out: str, options: WriterOptions
+) -> None:
     """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
     check_compression(options)
     records = dataclasses.replace(options.records, statistics=options.statistics)
-    results = (
-        pipeline
-        | "Tiles" >> beam.Create([tile.key for tile in tiles])
-        | "Spread" >> beam.Reshuffle()
-        | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(FAILED, main="records")
+    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(
+        FAILED, main="records"
     )
     _dead_letter(results[FAILED], job.out)
-    names = [key_to_filename(tile.key) for tile in tiles]
+    names = [key_to_filename(tile.key) for tile in source.tiles(blocks)]
     class_names = {str(k): v for k, v in job.class_names.items()} or None
     write_records(results.records, names, options.shards or 1, options, out, class_names, None, [])
 
 
 _RECORD_OPTIONS = ("encoding", "label_encoding", "decoder", "schema", "shards", "compression", "split_text", "split_by", "seed", "statistics")
 
-records_command = click.Command(
-    "records",
-    params=[
-        click.Option(["--tfrecords"], type=click.Path(file_okay=False), help="Write TFRecords here, not chips."),
-        *(p for p in to_tfrecords_command.params if p.name in _RECORD_OPTIONS),
-    ],
+
+def _values(**values) -> dict:
+    return values
+
+
+create_samples_command = click.command("create_training_samples")(create_samples_options(_values))
+records_command = click.command("records")(
+    click.option("--tfrecords", type=click.Path(file_okay=False), help="Write TFRecords here, not chips.")(
+        record_options(_values, _RECORD_OPTIONS)
+    )
 )
 
 
@@ -171,38 +212,53 @@ def parse(argv: list[str]) -> tuple[dict, frozenset[str], dict, list[str]]:
 PROGRAM = "beam_pipelines.create_training_samples"
 
 
+def make_pipeline(
+    values: dict, from_config: frozenset[str], record_values: dict, beam_args: list[str]
+) -> tuple[beam.Pipeline, SampleJob]:
+    """The pipeline of one command line's option values (`parse`), built, not run.
+
+    Checks the job (`job_from_values`) and, for a chip folder, starts it (`start_job`).
+    """
+    out = record_values["tfrecords"]
+    if out is not None:
+        # --overwrite stands for both outputs: a complete dataset in the --tfrecords folder needs it.
+        record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
+                         "skip_bad": False, "overwrite": values["overwrite"], "shards": record_values["shards"] or 1}
+        options = writer_options({k: v for k, v in record_values.items() if k != "tfrecords"})
+        if not storage.is_url(out):
+            check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
+    save_config = functools.partial(save_effective_config, command=create_samples_command)
+    source, blocks, job = job_from_values(values, from_config, chips=out is None, save_config=save_config)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    if out is None:
+        start_job(job, recorded_options(values), source.count)
+        build(pipeline, source, blocks, job, recorded_options(values))
+    else:
+        remove_partial_files(job.out)
+        build_records(pipeline, source, blocks, job, out, options)
+    return pipeline, job
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the pipeline of ``argv``; exits 1 when any tile failed, as ``tfchips create-samples`` does."""
     started = time.monotonic()
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
-    out = record_values.pop("tfrecords")
+    out = record_values["tfrecords"]
     check_runner(beam_args, (values["out"], out))
     with contextlib.ExitStack() as locks:
         # Local outputs are locked before anything is written to them (URLs are not locked).
         for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
             locks.enter_context(output_lock(folder))
-        if out is not None:
-            # --overwrite stands for both outputs: a complete dataset in the --tfrecords folder needs it.
-            record_values = {**record_values, "shard_size_mb": None, "workers": 1, "processes": False,
-                             "skip_bad": False, "overwrite": values["overwrite"],
-                             "shards": record_values["shards"] or 1}
-            options = writer_options(record_values)
-            if not storage.is_url(out):
-                check_output_folder(out, options.overwrite)  # before the labels are read and catalogs opened
-        save_config = functools.partial(save_effective_config, command=create_samples_command)
-        tiles, job = job_from_values(values, from_config, chips=out is None, save_config=save_config)
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-        if out is None:
-            start_job(job, recorded_options(values), len(tiles))
-            build(pipeline, tiles, job, recorded_options(values))
-        else:
-            remove_partial_files(job.out)
-            build_records(pipeline, tiles, job, out, options)
+        pipeline, job = make_pipeline(values, from_config, record_values, beam_args)
         result = pipeline.run()
         result.wait_until_finish()
-    counts = ", ".join(f"{n} tiles {status}" for status, n in tile_counts(result).items())
+    counts = tile_counts(result)
     chips = job.out if storage.is_url(job.out) else os.path.abspath(job.out)
     where = summary_text(out) if out is not None else f"chips in {chips}"
-    summary_line(PROGRAM, f"{counts}; {where}", started)
+    dead = f"; failed tiles in {storage.join(job.out, 'dead_letter')}" if counts[FAILED] else ""
+    summary_line(PROGRAM, f"{', '.join(f'{n} tiles {status}' for status, n in counts.items())}; {where}{dead}", started)
+    if counts[FAILED]:
+        sys.exit(1)
 
 
 def tile_counts(result) -> dict[str, int]:

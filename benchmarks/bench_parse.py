@@ -30,7 +30,7 @@ _ROUNDS = 3
 
 def _generate(folder: str, count: int, seed: int = 0) -> None:
     """``count`` chip pairs of smooth reflectance-like imagery with some noise, and blocky classes."""
-    from tfchips.chips import write_chip_pair
+    from tfchips.chip_folder import write_chip_pair
     from tfchips.grid import Tile
 
     rng = np.random.default_rng(seed)

@@ -34,6 +34,7 @@ from pyproj import Transformer
 from tfchips.cli.main import cli
 from tfchips.labels import load_ground_truth
 from tfchips.sources import open_source
+from tfchips.manifest import manifest_rows
 
 CLASSES = "0=background,1=building,2=water,3=vegetation"
 EARLIER_BBOX = "-105.95,35.68,-105.945,35.684"  # 4 tiles of 32 px (+4 pad) at 10 m
@@ -362,7 +363,7 @@ def test_create_samples_bad_input(case, demo, earlier, tmp_path, monkeypatch, ca
         return
     manifest = json.loads(after["manifest.json"])
     assert manifest["counts"]["written"] == case.written
-    for entry in manifest["tiles"]:
+    for entry in manifest_rows(str(out)):
         if entry["status"] == "failed":
             assert f"failed: {entry['key']}: {entry['reason']}" in output
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tfchips.cli.config import config_key
+from tfchips.config_file import config_key
 from tfchips.cli.create_samples import command as create_samples
 from tfchips.cli.main import cli
 from tfchips.job import with_area_from_command_line

@@ -101,10 +101,13 @@ def folder_state(out: Path) -> dict[str, object]:
         name = str(path.relative_to(out))
         if name == "manifest.json":
             manifest = json.loads(path.read_text())
-            for tile in manifest["tiles"]:
-                tile.pop("resumed")
             manifest["parameters"] = _without_run_options(manifest["parameters"])
             state[name] = manifest
+        elif name.startswith("manifest/rows-"):
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            for row in rows:
+                row.pop("resumed", None)
+            state[name] = rows
         elif name == "config.yaml":
             state[name] = _without_run_options(yaml.safe_load(path.read_text()))
         else:

@@ -12,6 +12,7 @@ import tfchips.samples
 from tfchips.cli.main import cli
 from tfchips.grid import filename_to_key, tiles_for_shape
 from tfchips.aoi import bbox_geometry
+from tfchips.manifest import manifest_rows
 
 CLASSES = "0=background,1=building,2=water,3=vegetation"
 
@@ -82,7 +83,7 @@ def test_manifest_statistics_equal_numpy_over_the_chips(reference_run):
     assert manifest["statistics"]["class_counts"] == expected
     assert manifest["class_names"] == {"0": "background", "1": "building", "2": "water", "3": "vegetation"}
     assert manifest["counts"]["written"] == len(images)
-    for entry in manifest["tiles"]:
+    for entry in manifest_rows(str(reference_run)):
         assert entry["scenes"] and 0 < entry["valid_fraction"] <= 1
     config = yaml.safe_load((reference_run / "config.yaml").read_text())
     assert config["tilesize"] == 32 and config["catalog"]
@@ -130,9 +131,9 @@ def test_min_labelled_skips_tiles_and_records_why(demo, reference_run, tmp_path)
     result = run(options(demo, out, "--min-labelled", "0.05"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    skipped = [t for t in manifest["tiles"] if t["status"] == "skipped"]
+    skipped = [t for t in manifest_rows(str(out)) if t["status"] == "skipped"]
     assert skipped and all("min-labelled" in t["reason"] for t in skipped)
-    reference = {t["key"]: t for t in json.loads((reference_run / "manifest.json").read_text())["tiles"]}
+    reference = {t["key"]: t for t in manifest_rows(str(reference_run))}
     assert {t["key"] for t in skipped} == {k for k, t in reference.items() if t["labelled_fraction"] < 0.05}
     assert len(os.listdir(out / "images")) == manifest["counts"]["written"] == len(reference) - len(skipped)
     assert manifest["parameters"]["min_labelled"] == 0.05
@@ -165,8 +166,7 @@ def test_a_tile_no_scene_covers_is_skipped_with_its_reason(demo, tmp_path):
     result = run([*args, "--tiles", tmp_path / "tiles.txt"])
     assert result.exit_code == 0, result.output
     assert "0 written (0 from an earlier run), 1 skipped, 0 failed" in result.output
-    manifest = json.loads((tmp_path / "chips" / "manifest.json").read_text())
-    assert manifest["tiles"][0] == {
+    assert next(manifest_rows(str(tmp_path / "chips"))) == {
         "key": far_away, "status": "skipped", "reason": "no scene covers the tile", "valid_fraction": 0.0
     }
 
@@ -205,12 +205,11 @@ def test_resumed_chips_are_held_to_the_new_thresholds(demo, reference_run, tmp_p
     shutil.copytree(reference_run, out)
     result = run(options(demo, out, "--min-labelled", "0.05"))
     assert result.exit_code == 0, result.output
-    reference = {t["key"]: t for t in json.loads((reference_run / "manifest.json").read_text())["tiles"]}
+    reference = {t["key"]: t for t in manifest_rows(str(reference_run))}
     kept = {k for k, t in reference.items() if t["labelled_fraction"] >= 0.05}
     assert 0 < len(kept) < len(reference)
     assert {filename_to_key(n) for n in os.listdir(out / "images")} == kept
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert {t["key"] for t in manifest["tiles"] if t["status"] == "written" and t["resumed"]} == kept
+    assert {t["key"] for t in manifest_rows(str(out)) if t["status"] == "written" and t["resumed"]} == kept
 
 
 def test_chips_made_with_other_bands_are_made_again(demo, reference_run, tmp_path):

@@ -38,19 +38,20 @@ def small_manifest(class_names, ignore_value=255):
         label[-3:, :] = ignore_value
     valid = np.ones(TILE.shape, bool)
     record = chip_record(TILE.key, image, valid, label, ("s",), 0, ignore_value)
-    return build_manifest([record], {"collection": "sentinel-2-l2a"}, ("red", "green", "blue"), class_names, ignore_value), label
+    manifest = build_manifest([record], {"collection": "sentinel-2-l2a"}, ("red", "green", "blue"), class_names, ignore_value)
+    return (manifest, [record.as_json()]), label
 
 
 def write_label(folder, label):
-    from tfchips.chips import write_chip_pair
+    from tfchips.chip_folder import write_chip_pair
 
     image = np.ones((3, TILE.size, TILE.size), np.uint16)
     write_chip_pair(str(folder), TILE, image, 0, ("red", "green", "blue"), label, 255, ("s",))
 
 
 def test_metadata_has_esri_fields_names_types_and_order(tmp_path):
-    manifest, label = small_manifest({0: "background", 1: "road", 2: "water"})
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, [NAME])
+    (manifest, rows), label = small_manifest({0: "background", 1: "road", 2: "water"})
+    write_esri_metadata(str(tmp_path), manifest, rows, TILE.size, 10.0, TILE.crs)
     emd = json.loads((tmp_path / "esri_model_definition.emd").read_text())
     # Class 0 was named: every class moves up one, 0 stays ESRI's NoData.
     assert emd["Classes"] == [
@@ -104,7 +105,7 @@ def test_esri_class_values_keep_names_and_send_ignore_to_nodata():
 def test_label_view_reads_esri_values_through_gdal(tmp_path):
     manifest, label = small_manifest({0: "background", 1: "road", 2: "water"})
     write_label(tmp_path, label)
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, [NAME])
+    write_esri_metadata(str(tmp_path), *manifest, TILE.size, 10.0, TILE.crs)
     with rasterio.open(tmp_path / "labels" / (NAME[:-4] + ".vrt")) as view:
         seen = view.read(1)
         assert view.crs.to_string() == TILE.crs and view.transform.almost_equals(TILE.transform)
@@ -119,17 +120,17 @@ def test_label_view_reads_esri_values_through_gdal(tmp_path):
 def test_views_an_earlier_run_wrote_go_when_no_longer_needed(tmp_path):
     manifest, label = small_manifest({0: "background", 1: "road"})
     write_label(tmp_path, label)
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, [NAME])
+    write_esri_metadata(str(tmp_path), *manifest, TILE.size, 10.0, TILE.crs)
     view = tmp_path / "labels" / (NAME[:-4] + ".vrt")
     assert view.exists()
     identity, _ = small_manifest({1: "road", 2: "water"}, ignore_value=None)
-    write_esri_metadata(str(tmp_path), identity, TILE.size, 10.0, TILE.crs, [NAME])
+    write_esri_metadata(str(tmp_path), *identity, TILE.size, 10.0, TILE.crs)
     assert not view.exists()
     assert (tmp_path / "map.txt").read_text() == f"images\\{NAME}  labels\\{NAME}\n"
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, [NAME])
+    write_esri_metadata(str(tmp_path), *manifest, TILE.size, 10.0, TILE.crs)
     remove_esri_metadata(str(tmp_path))  # a later run wrote no chip: an earlier chip keeps its view
     assert view.exists() and (tmp_path / "labels" / NAME).exists() and not (tmp_path / "map.txt").exists()
-    write_esri_metadata(str(tmp_path), manifest, TILE.size, 10.0, TILE.crs, [NAME])
+    write_esri_metadata(str(tmp_path), *manifest, TILE.size, 10.0, TILE.crs)
     for side in ("images", "labels"):
         (tmp_path / side / NAME).unlink()  # as create-samples removes the chips of a tile that failed
     remove_esri_metadata(str(tmp_path))

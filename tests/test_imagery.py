@@ -10,7 +10,7 @@ import pytest
 from affine import Affine
 from pyproj import Transformer
 
-from tfchips.cli.options import imagery_options
+from tfchips.options import imagery_options
 from tfchips.demo_data import SceneSpec, write_catalog
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile

@@ -12,6 +12,7 @@ from tfchips.demo_data import generate
 from tfchips.errors import ChipError
 from tfchips.inspect import inspect_dataset, open_dataset
 from tfchips.records import WriterOptions, write_tfrecords
+from tfchips.manifest import manifest_rows
 
 SPLITS = {"train": 0.75, "val": 0.25}
 
@@ -96,7 +97,7 @@ def test_chip_folder_figures_equal_numpy_over_the_chips(demo_chips):
 def test_valid_fractions_agree_with_the_manifest(demo_chips):
     inspection = inspect_dataset(demo_chips)
     manifest = json.loads((demo_chips / "manifest.json").read_text())
-    expected = {t["key"]: t["valid_fraction"] for t in manifest["tiles"]}
+    expected = {t["key"]: t["valid_fraction"] for t in manifest_rows(str(demo_chips))}
     assert {c.key: c.valid_fraction for c in inspection.chips} == expected
     summary = inspection.valid_fraction
     assert summary.minimum == min(expected.values()) and summary.maximum == max(expected.values())

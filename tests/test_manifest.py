@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tfchips.chips import chip_pair_exists, chip_paths, read_written_pair, remove_partial_files, write_chip_pair, encode_geotiff
+from tfchips.chip_folder import chip_pair_exists, chip_paths, encode_geotiff, read_written_pair, remove_partial_files, write_chip_pair
 from tfchips import storage
 from tfchips.errors import ChipError
 from tfchips.grid import Tile
@@ -113,3 +113,55 @@ def test_valid_pixels_leave_out_nodata_and_nan_in_any_band():
     np.testing.assert_array_equal(valid_pixels(image, None), [[False, True, True], [True, True, True]])
     np.testing.assert_array_equal(valid_pixels(image, -9999), [[False, True, True], [True, True, False]])
     assert valid_pixels(np.zeros((1, 2, 2), np.uint8), float("nan")).all()
+
+
+def records_of_three_tiles():
+    from tfchips.manifest import ChipRecord
+
+    keys = ["32:4:10.0:13:-34:1542", "32:4:10.0:13:-33:1542", "32:4:10.0:13:-34:1543"]
+    written = [chip_record(key, *chip(seed)[:2], chip(seed)[2], ("s",), 0, 255) for seed, key in enumerate(keys[:2])]
+    return [*written, ChipRecord(keys[2], "failed", reason="boom")]
+
+
+def test_the_summary_merges_in_any_grouping_to_the_counts_and_statistics_of_the_rows():
+    from tfchips.manifest import ManifestSummary, summarize
+
+    records = records_of_three_tiles()
+    one, two, three = (ManifestSummary.of(r) for r in records)
+    left, right = one.merge(two).merge(three), three.merge(two.merge(one))
+    assert left.counts == right.counts == {"written": 2, "skipped": 0, "failed": 1}
+    assert left.statistics.class_counts == right.statistics.class_counts == summarize(records).statistics.class_counts
+    for a, b in zip(left.statistics.bands, right.statistics.bands):
+        assert (a.count, a.minimum, a.maximum) == (b.count, b.minimum, b.maximum)
+        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.m2 == pytest.approx(b.m2, rel=1e-12)
+    assert build_manifest(records, {}, ("a", "b", "c"), {}, 255) == build_manifest(summarize(records), {}, ("a", "b", "c"), {}, 255)
+
+
+def test_rows_are_written_beside_the_manifest_and_an_earlier_runs_rows_go(tmp_path):
+    from tfchips.manifest import manifest_rows, rows_files, write_rows
+
+    (tmp_path / "manifest").mkdir()
+    stale = tmp_path / "manifest" / "rows-00003-of-00004.jsonl"
+    stale.write_text('{"key": "gone", "status": "written"}\n')
+    records = records_of_three_tiles()
+    write_rows(str(tmp_path), reversed(records))
+    assert [p.rsplit("/", 1)[-1] for p in rows_files(str(tmp_path))] == ["rows-00000-of-00001.jsonl"]
+    rows = list(manifest_rows(str(tmp_path), build_manifest(records, {}, ("a", "b", "c"), {}, 255)))
+    assert rows == [r.as_json() for r in sorted(records, key=lambda r: r.key)]
+
+
+def test_manifests_with_their_rows_inline_are_still_read(tmp_path):
+    from tfchips.manifest import manifest_rows
+
+    old = {"counts": {"written": 1}, "tiles": [{"key": TILE.key, "status": "written"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert list(manifest_rows(str(tmp_path))) == old["tiles"]
+
+
+def test_a_rows_file_that_is_not_json_lines_is_named(tmp_path):
+    from tfchips.manifest import manifest_rows
+
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "rows-00000-of-00001.jsonl").write_text('{"key": 1}\nnot json\n')
+    with pytest.raises(ChipError, match="rows-00000-of-00001.jsonl: line 2 is not a manifest row"):
+        list(manifest_rows(str(tmp_path), {"rows": "manifest/rows-*.jsonl"}))

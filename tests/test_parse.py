@@ -9,7 +9,7 @@ import rasterio
 import tensorflow as tf
 from affine import Affine
 
-from tfchips.chips import write_chip_pair
+from tfchips.chip_folder import write_chip_pair
 from tfchips.errors import ChipError, ConfigError, RecordError
 from tfchips.grid import Tile
 from tfchips.parse import find_shards, make_dataset, parse_example, write_prediction

@@ -8,7 +8,7 @@ import test_inspect
 from PIL import Image
 from test_inspect import run
 
-from tfchips.chips import write_chip_pair
+from tfchips.chip_folder import write_chip_pair
 from tfchips.errors import ConfigError
 from tfchips.grid import Tile
 from tfchips.inspect import inspect_dataset, load_pair, open_dataset, sample_chips

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from test_flaky_sources import FlakyServer, range_reads_of
 
 import tfchips
-from tfchips.chips import chip_paths
+from tfchips.chip_folder import chip_paths
 from tfchips.cli.main import cli
 from tfchips.errors import TileKeyError
 from tfchips.grid import Tile, filename_to_key, key_to_filename

@@ -28,6 +28,7 @@ from tfchips.labels import GroundTruth, LabelRequest, load_ground_truth
 from tfchips.samples import SampleJob, create_samples
 from tfchips.sources import SceneQuery, open_source, retry
 from tfchips.sources.retry import RetryPolicy
+from tfchips.manifest import manifest_rows
 
 TILE = Tile(tilesize=4, pad=0, resolution=10.0, zone=13, ti=-540, tj=24682)
 WEST, SOUTH, EAST, NORTH = TILE.bounds
@@ -85,9 +86,10 @@ def job(tmp_path: Path, imagery: dict, labels: dict | None = None, out: str = "c
     return SampleJob(ImageryRequest.from_options(imagery), LabelRequest.from_options(labels), str(tmp_path / out))
 
 
-def run_job(sample_job: SampleJob) -> dict:
+def run_job(sample_job: SampleJob) -> tuple[dict, list[dict]]:
+    """The manifest and rows of a one-tile job."""
     create_samples([TILE], sample_job, {}, workers=1)
-    return json.loads(Path(sample_job.out, "manifest.json").read_text())
+    return json.loads(Path(sample_job.out, "manifest.json").read_text()), list(manifest_rows(sample_job.out))
 
 
 # 4. Scale and offset ------------------------------------------------------------------------
@@ -104,8 +106,8 @@ def test_raster_bands_scale_and_offset_are_applied_in_float32_and_recorded(tmp_p
     wide = imagery_for_tile(TILE, ImageryRequest(catalog=path, bands=("red",), dtype="float64"))
     assert wide.data.dtype == np.float64
 
-    manifest = run_job(job(tmp_path, {"catalog": path, "bands": "red,nir"}))
-    entry = manifest["tiles"][0]
+    manifest, rows = run_job(job(tmp_path, {"catalog": path, "bands": "red,nir"}))
+    entry = rows[0]
     assert entry["scale_offset"] == {"applied": True, "bands": [[SCALE, OFFSET], [1.0, 0.0]]}
     with rasterio.open(tmp_path / "chips" / "images" / (key_to_filename(TILE.key) + ".tif")) as chip:
         assert chip.dtypes[0] == "float32" and chip.scales == (1.0, 1.0) and chip.offsets == (0.0, 0.0)
@@ -117,8 +119,8 @@ def test_stored_values_keep_the_numbers_and_the_chips_carry_scale_and_offset(tmp
     result = imagery_for_tile(TILE, ImageryRequest.from_options({"catalog": path, "bands": "red", "stored_values": True}))
     assert result.data.dtype == np.uint16 and (result.data == 10000).all() and not result.scaled
 
-    manifest = run_job(job(tmp_path, {"catalog": path, "bands": "red", "stored-values": "true"}))
-    assert manifest["tiles"][0]["scale_offset"] == {"applied": False, "bands": [[SCALE, OFFSET]]}
+    manifest, rows = run_job(job(tmp_path, {"catalog": path, "bands": "red", "stored-values": "true"}))
+    assert rows[0]["scale_offset"] == {"applied": False, "bands": [[SCALE, OFFSET]]}
     with rasterio.open(tmp_path / "chips" / "images" / (key_to_filename(TILE.key) + ".tif")) as chip:
         assert chip.dtypes[0] == "uint16" and chip.scales == (SCALE,) and chip.offsets == (OFFSET,)
         assert (chip.read(1) == 10000).all()
@@ -162,7 +164,7 @@ def test_mask_bits_from_the_command_line_and_scl_names_in_mask_values(tmp_path):
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    tile = json.loads((out / "manifest.json").read_text())["tiles"][0]
+    tile = next(manifest_rows(str(out)))
     assert tile["valid_fraction"] == 15 / 16
     # Sentinel-2 SCL classes by name, and their cloud preset.
     named = ImageryRequest.from_options({"catalog": path, "bands": "red", "mask_asset": "scl", "mask_values": "s2-clouds,snow"})
@@ -325,8 +327,8 @@ def test_relative_asset_hrefs_of_api_items_resolve_against_the_items_own_url(tmp
 
 def test_a_tile_whose_scenes_the_filters_all_remove_is_skipped_saying_so(tmp_path):
     path = catalog(tmp_path / "c", [spec("a", 1, 80.0, red=full(5)), spec("b", 2, 90.0, red=full(6))])
-    manifest = run_job(job(tmp_path, {"catalog": path, "bands": "red", "max_cloud": 50}))
-    assert manifest["tiles"][0] == {
+    manifest, rows = run_job(job(tmp_path, {"catalog": path, "bands": "red", "max_cloud": 50}))
+    assert rows[0] == {
         "key": TILE.key,
         "status": "skipped",
         "reason": "no scene after filters: 0 of 2 passed `max_cloud=50`",
@@ -345,7 +347,7 @@ def test_a_tile_whose_scenes_have_no_valid_pixel_is_skipped_and_the_command_succ
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "0 written (0 from an earlier run), 1 skipped, 0 failed" in result.output
-    tile = json.loads((out / "manifest.json").read_text())["tiles"][0]
+    tile = next(manifest_rows(str(out)))
     assert (tile["status"], tile["reason"]) == ("skipped", "no valid pixel in any scene")
 
 
@@ -383,7 +385,7 @@ def test_labels_where_the_image_has_no_data_get_the_ignore_value_unless_asked_to
     red = full(7)
     red[1:3, 1:5] = 0  # the tile's first two rows have no data
     path = catalog(tmp_path / "c", [spec("a", 1, red=red)])
-    manifest = run_job(job(tmp_path, {"catalog": path, "bands": "red"}))
+    manifest, _ = run_job(job(tmp_path, {"catalog": path, "bands": "red"}))
     with rasterio.open(tmp_path / "chips" / "labels" / (key_to_filename(TILE.key) + ".tif")) as chip:
         label, nodata = chip.read(1), chip.nodata
     assert nodata == 255 and (label[:2] == 255).all() and (label[2:] == 1).all()
@@ -393,7 +395,7 @@ def test_labels_where_the_image_has_no_data_get_the_ignore_value_unless_asked_to
     with rasterio.open(tmp_path / "chips" / "labels" / (key_to_filename(TILE.key) + ".vrt")) as esri:
         assert (esri.read(1)[:2] == 0).all() and (esri.read(1)[2:] != 0).all()
 
-    kept = run_job(job(tmp_path, {"catalog": path, "bands": "red"}, {"label_without_imagery": True}, out="kept"))
+    kept, _ = run_job(job(tmp_path, {"catalog": path, "bands": "red"}, {"label_without_imagery": True}, out="kept"))
     assert kept["ignore_value"] is None
     with rasterio.open(tmp_path / "kept" / "labels" / (key_to_filename(TILE.key) + ".tif")) as chip:
         assert chip.nodata is None and (chip.read(1) == 1).all()
@@ -476,7 +478,7 @@ def test_the_new_options_come_from_yaml_too(tmp_path):
     result = CliRunner().invoke(cli, ["create-samples", "--config", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    tile = manifest["tiles"][0]
+    tile = next(manifest_rows(str(out)))
     assert tile["valid_fraction"] == 14 / 16 and tile["scale_offset"]["applied"] is False
     assert manifest["class_names"] == {"1": "water"} and manifest["ignore_value"] is None
     with rasterio.open(out / "labels" / (key_to_filename(TILE.key) + ".tif")) as chip:

@@ -8,6 +8,8 @@ names (``000000001.tif``). Images are multi-band rasters of any dtype whose band
 descriptions are the band names; labels are single-band class rasters (our
 nodata 255 means "ignore"). ``manifest.json`` (ours) or ``*.emd`` (ESRI) may
 describe the classes and band statistics.
+
+This module reads chip folders; `tfchips.chip_folder` writes ours.
 """
 
 from __future__ import annotations
@@ -22,12 +24,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.io import MemoryFile
+from rasterio.errors import NotGeoreferencedWarning
 
-from tfchips import storage
 from tfchips.errors import ChipError, TileKeyError
-from tfchips.grid import Tile, filename_to_key, key_to_filename
+from tfchips.grid import filename_to_key
 from tfchips.sources.base import first_line
 from tfchips.tiff_directory import tiff_file_problem
 
@@ -380,132 +380,6 @@ def read_manifest(folder: str | os.PathLike) -> ChipManifest:
     except (ValueError, KeyError, TypeError) as error:
         raise ChipError(f"{manifest}: not a valid chip manifest ({error})") from None
     return ChipManifest(statistics=None, class_names=None)
-
-
-# ---------------------------------------------------------------------------
-# Writing chip pairs (create-samples); paths may be local or Beam FileSystems URLs
-# ---------------------------------------------------------------------------
-
-SCENES_TAG = "TFCHIPS_SCENES"
-
-
-def chip_paths(out: str, key: str) -> tuple[str, str]:
-    """(image, label) GeoTIFF paths of a tile key under ``out`` (a folder or URL)."""
-    name = key_to_filename(key) + ".tif"
-    return storage.join(out, IMAGES_DIR, name), storage.join(out, LABELS_DIR, name)
-
-
-def chip_pair_exists(out: str, key: str) -> bool:
-    """True when both chips of ``key`` are in place (each is published only once complete)."""
-    return all(storage.exists(path) for path in chip_paths(out, key))
-
-
-def remove_partial_files(out: str) -> int:
-    """Delete temporary chips and metadata files left by a killed run; returns how many."""
-    folders = (out, storage.join(out, IMAGES_DIR), storage.join(out, LABELS_DIR))
-    return sum(storage.remove_partial_files(folder) for folder in folders)
-
-
-def encode_geotiff(
-    array: np.ndarray,
-    tile: Tile,
-    nodata: int | float | None,
-    band_names: tuple[str, ...] = (),
-    tags: dict[str, str] | None = None,
-    scale_offset: tuple[tuple[float, float], ...] = (),
-) -> bytes:
-    """(bands, rows, cols) on the tile's grid as the bytes of a tiled LZW GeoTIFF; ``scale_offset``
-    (one pair per band) is written as GDAL's band scale and offset."""
-    if array.ndim != 3 or array.shape[1:] != tile.shape:
-        raise ChipError(f"array of shape {array.shape} does not fit tile {tile.key} ({tile.size} px square)")
-    # Internal tiles must be multiples of 16 pixels; one tile per chip up to 256 pixels.
-    block = min(256, -(-tile.size // 16) * 16)
-    profile = dict(
-        driver="GTiff", width=tile.size, height=tile.size, count=array.shape[0], dtype=array.dtype,
-        crs=tile.crs, transform=tile.transform, nodata=nodata, compress="lzw",
-        tiled=True, blockxsize=block, blockysize=block,
-    )
-    with MemoryFile() as memory:
-        with memory.open(**profile) as dataset:
-            dataset.write(array)
-            for index, band_name in enumerate(band_names, start=1):
-                dataset.set_band_description(index, band_name)
-            if tags:
-                dataset.update_tags(**tags)
-            if scale_offset:
-                dataset.scales, dataset.offsets = zip(*scale_offset)
-        return memory.read()
-
-
-def write_chip_pair(
-    out: str,
-    tile: Tile,
-    image: np.ndarray,
-    image_nodata: int | float | None,
-    band_names: tuple[str, ...],
-    label: np.ndarray,
-    label_nodata: int | None,
-    scenes: tuple[str, ...],
-    scale_offset: tuple[tuple[float, float], ...] = (),
-) -> None:
-    """Publish images/KEY.tif then labels/KEY.tif; the pair counts as done once the label exists.
-
-    ``scale_offset`` (one pair per band) goes into the image for values stored unscaled.
-    """
-    image_path, label_path = chip_paths(out, tile.key)
-    tags = {SCENES_TAG: ",".join(scenes)}
-    image_bytes = encode_geotiff(image, tile, image_nodata, band_names, tags, scale_offset)
-    label_bytes = encode_geotiff(label[np.newaxis], tile, label_nodata, ("label",))
-    storage.publish(image_path, image_bytes)
-    storage.publish(label_path, label_bytes)
-
-
-@dataclass(frozen=True)
-class WrittenPair:
-    """A chip pair read back: image (bands, rows, cols), valid and label (rows, cols)."""
-
-    image: np.ndarray
-    valid: np.ndarray
-    label: np.ndarray
-    label_nodata: int | None
-    band_names: tuple[str, ...]
-    scenes: tuple[str, ...]
-
-
-def read_written_pair(out: str, key: str) -> WrittenPair:
-    """Read back a pair written by `write_chip_pair` (to resume a job).
-
-    Raises `ChipError` naming the file when a chip cannot be decoded or is not on
-    the grid of ``key`` (size, transform or CRS differ).
-    """
-    image_path, label_path = chip_paths(out, key)
-    tile = Tile.from_key(key)
-    with _open_chip(image_path, tile) as dataset:
-        image = dataset.read()
-        nodata = dataset.nodata
-        names = band_names(dataset.descriptions)
-        scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
-    with _open_chip(label_path, tile) as dataset:
-        label = dataset.read(1)
-        label_nodata = None if dataset.nodata is None else int(dataset.nodata)
-    return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, names, scenes)
-
-
-@contextlib.contextmanager
-def _open_chip(path: str, tile: Tile) -> Iterator:
-    """A chip opened from memory, checked against its tile; decoding errors become `ChipError`."""
-    try:
-        with MemoryFile(storage.read(path)) as memory, memory.open() as dataset:
-            if dataset.shape != tile.shape or not dataset.transform.almost_equals(tile.transform) or (
-                dataset.crs is None or dataset.crs.to_string() != tile.crs
-            ):
-                raise ChipError(
-                    f"{path}: {dataset.width}x{dataset.height} px at {dataset.transform.c:.1f},"
-                    f" {dataset.transform.f:.1f} in {dataset.crs} is not on the grid of tile {tile.key}"
-                )
-            yield dataset
-    except RasterioError as error:
-        raise ChipError(f"{path}: corrupt chip ({first_line(error)})") from None
 
 
 def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:

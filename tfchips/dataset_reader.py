@@ -32,6 +32,7 @@ from tfchips.chips import (
 )
 from tfchips.errors import ChipError, RecordError, TfchipsError
 from tfchips.figures import format_number
+from tfchips.manifest import manifest_rows
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
 from tfchips.records.raster_spec import raster_json
 from tfchips.records.schema import decode_example
@@ -182,11 +183,13 @@ def _chip_source(path: str) -> ChipSource:
     if os.path.isfile(manifest_path):
         try:
             with open(manifest_path, encoding="utf-8") as stream:
-                tiles = json.load(stream).get("tiles")
+                manifest = json.load(stream)
+            # Manifests list rows inline ("tiles") or beside them ("rows"); others list no tiles.
+            if isinstance(manifest.get("tiles"), list) or "rows" in manifest:
+                tiles = list(manifest_rows(path, manifest))
+                keys = frozenset(t["key"] for t in tiles if isinstance(t, dict) and t.get("status") == "written")
         except (OSError, ValueError, AttributeError) as error:
             raise ChipError(f"{manifest_path}: not a valid chip manifest ({error})") from None
-        if isinstance(tiles, list):
-            keys = frozenset(t["key"] for t in tiles if isinstance(t, dict) and t.get("status") == "written")
     return ChipSource(path, folder, read_manifest(path).class_names, keys)
 
 

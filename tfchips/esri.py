@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Iterable
 from xml.sax.saxutils import escape
 
 from tfchips import storage
@@ -238,17 +239,17 @@ def _write_label_views(out: str, names: list[str], classes: EsriClasses) -> list
 
 
 def write_esri_metadata(
-    out: str, manifest: dict, chip_size: int, resolution: float, crs: str, file_names: list[str]
+    out: str, manifest: dict, rows: Iterable[dict], chip_size: int, resolution: float, crs: str
 ) -> None:
     """ESRI "Classified Tiles" metadata beside images/ and labels/ (see README, "ESRI ArcGIS").
 
     Args:
         out: The chip folder (local path or URL).
         manifest: The job's manifest (`tfchips.manifest.build_manifest`).
+        rows: Its per-tile rows (`tfchips.manifest.manifest_rows`), read once.
         chip_size: Chip width and height in pixels.
         resolution: Pixel size in CRS units (metres).
         crs: ``EPSG:<code>`` of the chips.
-        file_names: File names of the written chips (the same in images/ and labels/).
     """
     statistics = manifest["statistics"]
     ignore_value = manifest.get("ignore_value")
@@ -257,14 +258,17 @@ def write_esri_metadata(
         {int(k): c for k, c in statistics["class_counts"].items()},
         ignore_value,
     )
-    names = sorted(file_names)
+    run_names, written = set(), {}
+    for row in rows:
+        name = key_to_filename(row["key"]) + ".tif"  # the same in images/ and labels/
+        run_names.add(name)
+        if row["status"] == "written":
+            written[name] = {int(k): c for k, c in row["class_counts"].items()}
+    names = sorted(written)
     stale_views = _label_views(out)
     label_names = names if classes.is_identity(ignore_value) else _write_label_views(out, names, classes)
     stale_views -= set(label_names)
-    tile_counts = [
-        {int(k): c for k, c in tile["class_counts"].items()} for tile in manifest["tiles"] if tile["status"] == "written"
-    ]
-    pixel_stats = class_pixel_stats(classes, tile_counts)
+    pixel_stats = class_pixel_stats(classes, [written[name] for name in names])
     class_list = [
         {"Value": esri, "Name": classes.names[esri], "Color": list(class_colour(value))}
         for value, esri in classes.values.items()
@@ -287,5 +291,4 @@ def write_esri_metadata(
     publish_text(storage.join(out, ESRI_STATS_NAME), json.dumps(accumulated, indent=1))
     publish_text(storage.join(out, MAP_NAME), "\n".join(map_lines) + "\n")
     publish_text(storage.join(out, "stats.txt"), "\n".join(stats_lines) + "\n")
-    run_names = {key_to_filename(tile["key"]) + ".tif" for tile in manifest["tiles"]}
     _remove_label_views(out, stale_views, run_names)

@@ -275,8 +275,26 @@ def tile_indices_for_shape(
     Vectorised core of `tiles_for_shape`; useful when millions of tiles are wanted.
     """
     _check_grid(resolution, tilesize, pad)
-    geometry = _validated(geometry)
-    grid_width = tilesize * resolution
+    return _tile_indices(_validated(geometry), tilesize * resolution)
+
+
+def tile_indices_in_rows(
+    geometry: BaseGeometry, resolution: float, tilesize: int, zone: int, rows: tuple[int, int]
+) -> np.ndarray:
+    """The rows of `tile_indices_for_shape` in UTM ``zone`` whose tj lies in ``rows`` (first, last), sorted.
+
+    Costs about what the tiles of those rows cost, not the whole area: a worker
+    expands a block of a large area (`TileBlock`) without computing the rest.
+    """
+    _check_grid(resolution, tilesize, 0)
+    found = _tile_indices(_validated(geometry), tilesize * resolution, zone, rows)
+    keep = (found[:, 0] == zone) & (found[:, 2] >= rows[0]) & (found[:, 2] <= rows[1])
+    return found[keep]
+
+
+def _tile_indices(
+    geometry: BaseGeometry, grid_width: float, only_zone: int | None = None, rows: tuple[int, int] | None = None
+) -> np.ndarray:
     found = [_point_tiles(geometry, grid_width)]
     for part in (_polygonal(geometry), _lineal(geometry)):
         if part.is_empty:
@@ -285,12 +303,14 @@ def tile_indices_for_shape(
         first_zone = max(1, 1 + int(np.floor((min_lon + 180.0) / _ZONE_WIDTH)))
         last_zone = min(60, 1 + int(np.floor((max_lon + 180.0) / _ZONE_WIDTH)))
         for zone in range(first_zone, last_zone + 1):
+            if only_zone is not None and zone != only_zone:
+                continue
             zone_west = _ZONE_WIDTH * zone - 186.0
             clipped = part.intersection(box(zone_west, -90.0, zone_west + _ZONE_WIDTH, 90.0))
             # A polygon touching the zone edge leaves a line there; the reference ignores it.
             clipped = _polygonal(clipped) if part.geom_type.endswith("Polygon") else _lineal(clipped)
             if not clipped.is_empty:
-                found.append(_zone_tiles(clipped, zone, grid_width))
+                found.append(_zone_tiles(clipped, zone, grid_width, rows))
     indices = np.concatenate(found)
     # Zones and blocks are disjoint, so only points or lines beside polygons can repeat a tile.
     if sum(len(f) > 0 for f in found) > 1:
@@ -374,8 +394,15 @@ def _point_tiles(geometry: BaseGeometry, grid_width: float) -> np.ndarray:
     return np.unique(np.concatenate(rows), axis=0)
 
 
-def _zone_tiles(clipped: BaseGeometry, zone: int, grid_width: float) -> np.ndarray:
-    """(zone, ti, tj) of the tiles of one zone whose lon/lat quadrilateral meets ``clipped``."""
+def _zone_tiles(
+    clipped: BaseGeometry, zone: int, grid_width: float, rows: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(zone, ti, tj) of the tiles of one zone whose lon/lat quadrilateral meets ``clipped``.
+
+    ``rows`` (first, last tj) leaves out the blocks of other rows. Blocks start at
+    multiples of `_BLOCK`, so that a block is tested the same way whichever rows are
+    asked for: the tiles of some rows are exactly those rows of the whole area's.
+    """
     # Bound the candidates with the projected, densified outline plus one tile, so
     # that the curvature of parallels in UTM cannot hide a tile.
     outline = shapely.segmentize(clipped, 0.05)
@@ -389,10 +416,13 @@ def _zone_tiles(clipped: BaseGeometry, zone: int, grid_width: float) -> np.ndarr
     tj1 = int(np.ceil(float(north.max()) / grid_width)) + 1
     shapely.prepare(clipped)
     found = []
-    block_ti = np.arange(ti0, ti1, _BLOCK)
-    block_tj = np.arange(tj0, tj1, _BLOCK)
+    block_ti = np.arange(ti0 - ti0 % _BLOCK, ti1, _BLOCK)
+    block_tj = np.arange(tj0 - tj0 % _BLOCK, tj1, _BLOCK)
+    if rows is not None:
+        block_tj = block_tj[(block_tj + _BLOCK > rows[0]) & (block_tj <= rows[1])]
     block_ti_end = np.minimum(block_ti + _BLOCK, ti1)
     block_tj_end = np.minimum(block_tj + _BLOCK, tj1)
+    block_ti, block_tj = np.maximum(block_ti, ti0), np.maximum(block_tj, tj0)
     bi, bj = np.meshgrid(np.arange(block_ti.size), np.arange(block_tj.size), indexing="ij")
     bi, bj = bi.ravel(), bj.ravel()
     quads = _quads(zone, grid_width, block_ti[bi], block_tj[bj], block_ti_end[bi], block_tj_end[bj])

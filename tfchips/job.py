@@ -1,5 +1,8 @@
 """Job building: option values (a command line's, a config file's) -> tiles, a `SampleJob`, `WriterOptions`.
 
+Tiles come as a `tfchips.tile_blocks.TileSource` and its blocks, so that a pipeline of
+millions of tiles never lists them in its driver.
+
 The ``tfchips`` commands and the Beam pipelines parse their options each in their own
 way, then both come here, so that a value means the same thing to both. ``values`` are
 keyed by Python parameter name (``max_cloud``, ``tiles_path``, ``shard_size_mb``); errors
@@ -12,10 +15,9 @@ import os
 import sys
 
 from tfchips import storage
-from tfchips.aoi import bbox_geometry, read_aoi, read_tile_list
+from tfchips.aoi import bbox_geometry, read_aoi
 from tfchips.errors import ConfigError, OutputError
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
-from tfchips.grid import Tile, tiles_for_shape
 from tfchips.imagery import ImageryRequest, check_bands
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.records.encoder import RecordOptions
@@ -24,6 +26,7 @@ from tfchips.records.writer import WriterOptions
 from tfchips.redaction import redact_json
 from tfchips.samples import SampleJob
 from tfchips.sources import TrustBoundary
+from tfchips.tile_blocks import Block, TileSource
 
 # Latitudes (degrees) between which UTM is defined.
 UTM_SOUTH, UTM_NORTH = -80.0, 84.0
@@ -71,8 +74,9 @@ def with_area_from_command_line(values: dict, from_config: frozenset[str] = froz
     return {**values, **{n: None for n in _AREA_OPTIONS if n in from_config}}
 
 
-def job_tiles(values: dict, from_config: frozenset[str] = frozenset()) -> list[Tile]:
-    """The tiles of ``tiles_path``, or of ``aoi_path``/``bbox`` at ``resolution`` (m) and ``tilesize``/``pad`` (pixels).
+def job_tiles(values: dict, from_config: frozenset[str] = frozenset()) -> tuple[TileSource, list[Block]]:
+    """The tiles of ``tiles_path``, or of ``aoi_path``/``bbox`` at ``resolution`` (m) and ``tilesize``/``pad`` (pixels),
+    as a source and its blocks (`TileSource.tiles` lists them).
 
     ``from_config`` names the values that came from a config file: an area given
     otherwise replaces the file's (`with_area_from_command_line`).
@@ -82,7 +86,7 @@ def job_tiles(values: dict, from_config: frozenset[str] = frozenset()) -> list[T
     if values["tiles_path"] is not None:
         if area_given:
             raise ConfigError("give `tiles_path` or `aoi_path`/`bbox`, not both")
-        return read_tile_list(values["tiles_path"])
+        return TileSource.of_file(values["tiles_path"])
     if values["resolution"] is None or values["tilesize"] is None:
         raise ConfigError("`resolution` and `tilesize` are needed with `aoi_path`/`bbox`")
     area = area_of_interest(values["aoi_path"], values["bbox"])
@@ -94,7 +98,7 @@ def job_tiles(values: dict, from_config: frozenset[str] = frozenset()) -> list[T
             f" outside the UTM band ({UTM_SOUTH:g} to {UTM_NORTH:g}); its tiles are distorted",
             file=sys.stderr,
         )
-    return tiles_for_shape(area, values["resolution"], values["tilesize"], values["pad"])
+    return TileSource.of_area(area, values["resolution"], values["tilesize"], values["pad"])
 
 
 def job_from_values(
@@ -102,8 +106,9 @@ def job_from_values(
     from_config: frozenset[str] = frozenset(),
     chips: bool = True,
     save_config=None,
-) -> tuple[list[Tile], SampleJob]:
-    """Tiles and job from create-samples option values, checked before anything is written.
+) -> tuple[TileSource, list[Block], SampleJob]:
+    """Tiles (a source and its blocks, `job_tiles`) and job from create-samples option values,
+    checked before anything is written.
 
     The labels are read and every catalog opened first, and unless ``overwrite`` a
     folder of chips made with other options is refused, so that a job that cannot run
@@ -118,7 +123,7 @@ def job_from_values(
             exists, to keep the options the job ran with (``OUT/config.yaml``).
     """
     values = with_area_from_command_line(values, from_config)
-    tiles = job_tiles(values)
+    source, blocks = job_tiles(values)
     labels = LabelRequest.from_options(values)
     job = SampleJob(
         imagery=ImageryRequest.from_options(values),
@@ -143,7 +148,7 @@ def job_from_values(
         raise OutputError(f"{job.out}: cannot write the output folder ({error.strerror})") from None
     if save_config is not None:
         save_config(job.out, recorded_options(values))
-    return tiles, job
+    return source, blocks, job
 
 
 def writer_options(values: dict, progress: bool = True) -> WriterOptions:

@@ -1,19 +1,26 @@
-"""What a chip folder holds: per-tile records and dataset statistics (ESRI metadata: `tfchips.esri`).
+"""What a chip folder holds: per-tile rows and a summary (ESRI metadata: `tfchips.esri`).
 
-Statistics are `tfchips.statistics.ChipStatistics` per tile, merged over the
-job, so that local jobs, Beam combiners and the TFRecord writer share one code
-path and a resumed job can fold in tiles written by an earlier run.
+``manifest.json`` holds the job's summary: counts by status, band statistics and class
+frequencies, a `ManifestSummary` that merges associatively, so that a Beam combiner
+builds it without any worker holding every row. The per-tile rows go to JSON lines,
+``manifest/rows-*.jsonl`` (one file locally, shards from Beam); `manifest_rows` reads
+them, or the ``tiles`` list of a manifest written before rows moved out of it.
+Statistics are `tfchips.statistics.ChipStatistics` per tile, merged over the job, so
+that local jobs, Beam combiners and the TFRecord writer share one code path and a
+resumed job can fold in tiles written by an earlier run.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from tfchips import __version__, storage
 from tfchips.chips import MANIFEST_NAME
+from tfchips.errors import ChipError
 from tfchips.redaction import redact_json
 from tfchips.statistics import (
     ChipStatistics,
@@ -21,6 +28,11 @@ from tfchips.statistics import (
     empty_statistics,
     statistics_json,
 )
+
+ROWS_FOLDER = "manifest"
+ROWS_PREFIX = "rows"
+ROWS_SUFFIX = ".jsonl"
+STATUSES = ("written", "skipped", "failed")
 
 @dataclass(frozen=True)
 class ChipRecord:
@@ -96,23 +108,51 @@ def labelled_fraction(label: np.ndarray, background: int, ignore_value: int | No
     return float(labelled.mean())
 
 
-def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...]) -> dict:
-    """Per-band count, mean, std, min, max over valid pixels; class pixel counts and frequencies."""
-    merged = None
-    # Merging in key order makes the figures the same bits however tiles were scheduled.
+@dataclass(frozen=True)
+class ManifestSummary:
+    """Tile counts by status and the merged statistics of the written tiles; `merge` is associative."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    statistics: ChipStatistics | None = None
+
+    @classmethod
+    def of(cls, record: ChipRecord) -> ManifestSummary:
+        """The summary of one tile's record."""
+        counts = {status: int(record.status == status) for status in STATUSES}
+        return cls(counts, record.statistics if record.status == "written" else None)
+
+    def merge(self, other: ManifestSummary) -> ManifestSummary:
+        if self.statistics is None or other.statistics is None:
+            statistics = self.statistics or other.statistics
+        else:
+            statistics = self.statistics.merge(other.statistics)
+        return ManifestSummary({s: self.counts[s] + other.counts[s] for s in STATUSES}, statistics)
+
+
+def summarize(records: Iterable[ChipRecord]) -> ManifestSummary:
+    """The `ManifestSummary` of ``records``, merged in key order (the same bits however tiles were scheduled)."""
+    summary = ManifestSummary()
     for record in sorted(records, key=lambda r: r.key):
-        if record.status == "written":
-            merged = record.statistics if merged is None else merged.merge(record.statistics)
-    if merged is None:
-        merged = empty_statistics(len(band_names))
-    summary = statistics_json(merged, band_names)
-    total = sum(summary["class_counts"].values())
-    summary["class_frequencies"] = {v: c / total for v, c in summary["class_counts"].items()} if total else {}
+        summary = summary.merge(ManifestSummary.of(record))
     return summary
 
 
+def dataset_statistics(records: list[ChipRecord], band_names: tuple[str, ...]) -> dict:
+    """Per-band count, mean, std, min, max over valid pixels; class pixel counts and frequencies."""
+    return summary_statistics(summarize(records), band_names)
+
+
+def summary_statistics(summary: ManifestSummary, band_names: tuple[str, ...]) -> dict:
+    """The manifest's ``statistics`` of ``summary``: `dataset_statistics` of its tiles."""
+    merged = summary.statistics if summary.statistics is not None else empty_statistics(len(band_names))
+    statistics = statistics_json(merged, band_names)
+    total = sum(statistics["class_counts"].values())
+    statistics["class_frequencies"] = {v: c / total for v, c in statistics["class_counts"].items()} if total else {}
+    return statistics
+
+
 def build_manifest(
-    records: list[ChipRecord],
+    records: list[ChipRecord] | ManifestSummary,
     parameters: dict,
     band_names: tuple[str, ...],
     class_names: dict[int, str],
@@ -120,14 +160,16 @@ def build_manifest(
     fingerprint: dict | None = None,
     unfinished: int | None = None,
 ) -> dict:
-    """The manifest of a create-samples run (see README, "Chip folders").
+    """The manifest of a create-samples run (see README, "Chip folders"), of its records or their summary.
 
     ``fingerprint`` is `tfchips.fingerprint.job_fingerprint` of the job. A run that
     did not finish (``unfinished`` tiles left, or None when it did) is marked
     ``complete: false`` and has no ``statistics``: its folder may hold chips no
-    record describes, so readers compute them from the chips.
+    record describes, so readers compute them from the chips. The rows are not in
+    it: `write_rows` writes them beside it.
     """
-    counts = {status: sum(r.status == status for r in records) for status in ("written", "skipped", "failed")}
+    summary = records if isinstance(records, ManifestSummary) else summarize(records)
+    counts = dict(summary.counts)
     manifest = {
         "tfchips_version": __version__,
         "complete": unfinished is None,
@@ -137,13 +179,64 @@ def build_manifest(
         "class_names": {str(k): v for k, v in sorted(class_names.items())},
         "ignore_value": ignore_value,
         "counts": counts,
-        "statistics": dataset_statistics(records, band_names),
-        "tiles": [r.as_json() for r in sorted(records, key=lambda r: r.key)],
+        "statistics": summary_statistics(summary, band_names),
+        "rows": f"{ROWS_FOLDER}/{ROWS_PREFIX}-*{ROWS_SUFFIX}",
     }
     if unfinished is not None:
         counts["unfinished"] = unfinished
         del manifest["statistics"]
     return manifest
+
+
+def row_line(record: ChipRecord) -> str:
+    """One manifest row, as a line of ``manifest/rows-*.jsonl`` (credentials masked)."""
+    return json.dumps(redact_json(record.as_json()))
+
+
+def rows_prefix(out: str) -> str:
+    """The path of the rows files of ``out`` without their shard name and suffix."""
+    return storage.join(out, ROWS_FOLDER, ROWS_PREFIX)
+
+
+def rows_files(out: str) -> list[str]:
+    """The rows files in ``out``, sorted."""
+    return storage.glob(f"{rows_prefix(out)}-*{ROWS_SUFFIX}")
+
+
+def write_rows(out: str, records: Iterable[ChipRecord]) -> None:
+    """Publish the rows of ``records`` (sorted by key) as ``out/manifest/rows-00000-of-00001.jsonl``;
+    rows files of an earlier run go."""
+    path = f"{rows_prefix(out)}-00000-of-00001{ROWS_SUFFIX}"
+    publish_text(path, "".join(row_line(r) + "\n" for r in sorted(records, key=lambda r: r.key)))
+    remove_stale_rows(out, [path])
+
+
+def remove_stale_rows(out: str, keep: list[str]) -> None:
+    """Remove the rows files of ``out`` that are not in ``keep`` (an earlier run's)."""
+    kept = {path.rsplit("/", 1)[-1] for path in keep}  # by name: ``keep`` may spell the folder otherwise
+    for path in rows_files(out):
+        if path.rsplit("/", 1)[-1] not in kept:
+            storage.remove(path)
+
+
+def manifest_rows(out: str, manifest: dict | None = None) -> Iterator[dict]:
+    """The per-tile rows of the chip folder ``out``: its rows files, or the ``tiles`` list of
+    ``manifest`` (read from ``out`` when not given) written before rows moved out of it.
+
+    Raises `ChipError` naming a rows file that is not JSON lines.
+    """
+    if manifest is None:
+        path = storage.join(out, MANIFEST_NAME)
+        manifest = json.loads(storage.read(path)) if storage.exists(path) else {}
+    if isinstance(manifest.get("tiles"), list):
+        yield from manifest["tiles"]
+        return
+    for path in rows_files(out):
+        for number, line in enumerate(storage.read(path).decode("utf-8").splitlines(), 1):
+            try:
+                yield json.loads(line)
+            except ValueError as error:
+                raise ChipError(f"{path}: line {number} is not a manifest row ({error})") from None
 
 
 def publish_text(path: str, text: str) -> None:

@@ -1,10 +1,11 @@
-"""The create-samples job: tiles in, chip pairs and a manifest out.
+"""The sample core: one tile in, one in-memory `Sample` out; and the local create-samples job.
 
-`make_sample` is the whole work for one tile (imagery, labels, checks, chips);
-`create_samples` locks the folder, checks that an earlier run there used the same
-pixel options (`start_job`), runs `make_sample` over many tiles in worker processes
-that end with the job (`tfchips.workers`), resumes what the earlier run finished,
-and writes the manifest and ESRI metadata at the end.
+`make_sample` is the whole work for one tile (imagery, labels, checks) and writes
+nothing; sinks write its result: the chip folder (`tfchips.chip_folder`) or TFRecords
+(`tfchips.sample_records`). `create_samples`, the local job, locks the folder, checks
+that an earlier run there used the same pixel options (`start_job`), runs
+`sample_to_folder` over many tiles in worker processes that end with the job
+(`tfchips.workers`), and writes the manifest and ESRI metadata at the end.
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 from tfchips import storage
-from tfchips.chips import (
-    MANIFEST_NAME,
-    chip_pair_exists,
-    chip_paths,
-    read_written_pair,
-    remove_partial_files,
-    write_chip_pair,
-)
-from tfchips.errors import ChipError, ConfigError, OutputError, TfchipsError, WorkerError
-from tfchips.fingerprint import check_fingerprint, job_fingerprint
-from tfchips.grid import Tile, key_to_filename
+from tfchips.chip_folder import resumed_record, start_job, write_job_metadata, write_sample
+from tfchips.chips import MANIFEST_NAME
+from tfchips.errors import ConfigError, OutputError, TfchipsError, WorkerError
+from tfchips.grid import Tile
 from tfchips.imagery import ImageryRequest, check_bands, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
-from tfchips.esri import remove_esri_metadata, write_esri_metadata
 from tfchips.lock import output_lock
-from tfchips.manifest import ChipRecord, build_manifest, chip_record, labelled_fraction, write_manifest
+from tfchips.manifest import ChipRecord, chip_record, labelled_fraction
 from tfchips.sources.base import redact_text
 from tfchips.workers import process_pool
 
@@ -68,6 +61,45 @@ class SampleJob:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} is a fraction of the chip's pixels, 0 to 1; got {value!r}")
 
+    def below_thresholds(self, record: ChipRecord) -> ChipRecord | None:
+        """A ``skipped`` record when ``record`` falls short of ``min_valid`` or ``min_labelled``."""
+        if record.valid_fraction < self.min_valid:
+            reason = f"valid fraction {record.valid_fraction:.3f} < min-valid {self.min_valid}"
+        elif record.labelled_fraction < self.min_labelled:
+            reason = f"labelled fraction {record.labelled_fraction:.3f} < min-labelled {self.min_labelled}"
+        else:
+            return None
+        return ChipRecord(
+            record.key, "skipped", reason=reason, valid_fraction=record.valid_fraction,
+            labelled_fraction=record.labelled_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The outcome for one tile, in memory: a plain, picklable value that sinks write.
+
+    ``record`` is its manifest row (status ``written``, ``skipped`` or ``failed``, and why).
+    A written sample holds ``image`` (bands, rows, cols) on the tile's grid, ``valid`` and
+    ``label`` (rows, cols), and the nodata values of image and label; the others hold None.
+    ``record.scale_offset`` is what STAC declared per band, ``record.scaled`` whether
+    ``image`` has it applied.
+    """
+
+    tile: Tile
+    record: ChipRecord
+    band_names: tuple[str, ...]
+    image: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    label: np.ndarray | None = None
+    image_nodata: int | float | None = None
+    label_nodata: int | None = None
+
+    @property
+    def stored_scale_offset(self) -> tuple[tuple[float, float], ...]:
+        """The (scale, offset) per band the chip carries: STAC's, for values stored unscaled; else none."""
+        return () if self.record.scaled else self.record.scale_offset
+
 
 @dataclass(frozen=True)
 class JobSummary:
@@ -86,92 +118,69 @@ class JobSummary:
         )
 
 
-def make_sample(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
-    """The outcome for one tile, and its band names.
+def make_sample(tile: Tile, job: SampleJob) -> Sample:
+    """The `Sample` of one tile: labelled, composited and checked; nothing is written.
 
-    Chips an earlier run wrote are kept when they still fit the job (read back,
-    same bands, above the thresholds); otherwise the tile is labelled, composited
-    and written. A tile that ends ``skipped`` or ``failed`` loses any chips of an
-    earlier run, so the folder always agrees with the manifest. A tile no scene
-    covers, whose scenes the filters all remove, or with no valid pixel is
-    ``skipped`` with that reason; read errors come back as a ``failed`` record: one
-    bad tile never stops a job.
+    A tile no scene covers, whose scenes the filters all remove, with no valid pixel
+    or below the job's thresholds is ``skipped`` with that reason; any error comes
+    back as a ``failed`` sample with its (redacted) reason: one bad tile never stops a job.
     """
     try:
-        resumed = None if job.overwrite else _resumed(tile, job)
-        record, band_names = resumed or _made(tile, job)
-    except OutputError:
-        raise  # a full disk or an unwritable folder stops the job, not just this tile
+        return _made(tile, job)
     except Exception as error:  # noqa: BLE001 - any error fails this tile only, with its reason
-        reason = str(error) if isinstance(error, TfchipsError) else f"{type(error).__name__}: {error}"
-        record, band_names = ChipRecord(tile.key, "failed", reason=redact_text(reason)), ()
-    if record.status != "written":
-        _remove_chips(job.out, tile.key)
-    return record, band_names
+        return _failed(tile, error)
 
 
-def _resumed(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]] | None:
-    """The record of a pair an earlier run wrote, recomputed from the chips; None to make it again."""
-    if not chip_pair_exists(job.out, tile.key):
-        return None
-    try:
-        pair = read_written_pair(job.out, tile.key)
-    except ChipError:
-        return None  # corrupt, truncated or off its tile's grid
-    if pair.band_names != job.imagery.band_names:
-        return None  # made with other bands
-    record = chip_record(
-        tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
-    )
-    return _below_thresholds(record, job) or record, pair.band_names
+def _failed(tile: Tile, error: Exception) -> Sample:
+    reason = str(error) if isinstance(error, TfchipsError) else f"{type(error).__name__}: {error}"
+    return Sample(tile, ChipRecord(tile.key, "failed", reason=redact_text(reason)), ())
 
 
-def _made(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
+def _made(tile: Tile, job: SampleJob) -> Sample:
     truth = load_ground_truth(job.labels)
     label = truth.rasterize(tile)
     # Labels are local and cheap: settle --min-labelled before any scene is read.
     labelled = labelled_fraction(label, job.labels.background, truth.nodata)
     if labelled < job.min_labelled:
         reason = f"labelled fraction {labelled:.3f} < min-labelled {job.min_labelled}"
-        return ChipRecord(tile.key, "skipped", reason=reason, labelled_fraction=labelled), job.imagery.band_names
+        record = ChipRecord(tile.key, "skipped", reason=reason, labelled_fraction=labelled)
+        return Sample(tile, record, job.imagery.band_names)
     imagery = imagery_for_tile(tile, job.imagery)
     if imagery.valid_fraction == 0.0:
         record = ChipRecord(tile.key, "skipped", reason=imagery.reason, valid_fraction=0.0)
-        return record, imagery.band_names
+        return Sample(tile, record, imagery.band_names)
     if not job.labels.label_without_imagery:
         label = np.where(imagery.valid, label, np.uint8(job.labels.ignore_value))
     record = chip_record(
         tile.key, imagery.data, imagery.valid, label, imagery.scenes, job.labels.background, truth.nodata
     )
-    skipped = _below_thresholds(record, job)
+    skipped = job.below_thresholds(record)
     if skipped is not None:
-        return skipped, imagery.band_names
+        return Sample(tile, skipped, imagery.band_names)
     declared = imagery.scale_offset if any(pair != (1.0, 0.0) for pair in imagery.scale_offset) else ()
-    write_chip_pair(
-        job.out, tile, imagery.data, imagery.nodata, imagery.band_names, label, truth.nodata, imagery.scenes,
-        scale_offset=() if imagery.scaled else declared,
-    )
-    return dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled), imagery.band_names
+    record = dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled)
+    return Sample(tile, record, imagery.band_names, imagery.data, imagery.valid, label, imagery.nodata, truth.nodata)
 
 
-def _below_thresholds(record: ChipRecord, job: SampleJob) -> ChipRecord | None:
-    """A ``skipped`` record when ``record`` falls short of --min-valid or --min-labelled."""
-    if record.valid_fraction < job.min_valid:
-        reason = f"valid fraction {record.valid_fraction:.3f} < min-valid {job.min_valid}"
-    elif record.labelled_fraction < job.min_labelled:
-        reason = f"labelled fraction {record.labelled_fraction:.3f} < min-labelled {job.min_labelled}"
-    else:
-        return None
-    return ChipRecord(
-        record.key, "skipped", reason=reason, valid_fraction=record.valid_fraction, labelled_fraction=record.labelled_fraction
-    )
+def sample_to_folder(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
+    """The record and band names of one tile of a chip-folder job, its chips written to ``job.out``.
 
+    Chips an earlier run wrote are kept when they still fit the job (read back, same
+    bands, above the thresholds, unless ``job.overwrite``); otherwise `make_sample`
+    makes the tile and `tfchips.chip_folder.write_sample` writes it (or, for a tile that
+    ends skipped or failed, removes an earlier run's chips). The unit of work of the
+    local job and of the Beam chip-folder pipeline.
 
-def _remove_chips(out: str, key: str) -> None:
-    # The label goes first: an image without its label reads as unfinished, never as done.
-    for path in reversed(chip_paths(out, key)):
-        if storage.exists(path):
-            storage.remove(path)
+    Raises:
+        OutputError: ``job.out`` cannot be written: it stops the job, not just this tile.
+    """
+    try:
+        resumed = None if job.overwrite else resumed_record(tile, job)
+    except OutputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any error fails this tile only, with its reason
+        return write_sample(job.out, _failed(tile, error))
+    return resumed or write_sample(job.out, make_sample(tile, job))
 
 
 def create_samples(
@@ -211,14 +220,14 @@ def create_samples(
 
         def finish(unfinished: int | None = None) -> JobSummary:
             summary = JobSummary(tuple(records[i] for i in sorted(records)), band_names)
-            write_job_metadata(summary, job, parameters, unfinished)
+            write_job_metadata(list(summary.records), band_names, job, parameters, unfinished)
             return summary
 
         workers = workers or os.cpu_count() or 1
         try:
             if workers == 1 or len(tiles) <= 1:
                 for index, tile in enumerate(tiles):
-                    collect(index, *make_sample(tile, job))
+                    collect(index, *sample_to_folder(tile, job))
             else:
                 _sample_in_pool(tiles, job, workers, collect)
         except WorkerError:
@@ -228,35 +237,15 @@ def create_samples(
     return summary
 
 
-def start_job(job: SampleJob, parameters: dict, tiles: int) -> None:
-    """Make ``job.out`` (locked, and created if local) ready for a job of ``tiles`` tiles, or refuse it.
-
-    Unless ``job.overwrite``, a folder whose manifest records other pixel options
-    (`tfchips.fingerprint`) is refused before anything in it changes. Temporary
-    files of a killed run are removed. Unless the manifest already records this
-    job's options (a resume, which keeps it until the job ends), a manifest marked
-    incomplete records them before any chip is written, so that a job killed from
-    here on leaves a folder the next job can check.
-    """
-    fingerprint = job_fingerprint(job.imagery, job.labels)
-    recorded = not job.overwrite and check_fingerprint(job.out, fingerprint)
-    remove_partial_files(job.out)
-    if not recorded:
-        started = build_manifest(
-            [], parameters, job.imagery.band_names, job.class_names, job.labels.nodata, fingerprint, unfinished=tiles
-        )
-        write_manifest(job.out, started)
-
-
 def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Callable) -> None:
-    """`make_sample` over ``tiles`` in ``workers`` processes, ``collect(index, record, band_names)`` as each ends."""
+    """`sample_to_folder` over ``tiles`` in ``workers`` processes, ``collect(index, record, band_names)`` as each ends."""
     queued = iter(enumerate(tiles))
     with process_pool(workers) as pool:
         running: dict[concurrent.futures.Future, tuple[int, Tile]] = {}
 
         def submit(count: int) -> None:
             for index, tile in itertools.islice(queued, count):
-                running[pool.submit(make_sample, tile, job)] = index, tile
+                running[pool.submit(sample_to_folder, tile, job)] = index, tile
 
         try:
             # A few tiles in flight per worker: the queue stays full without holding every tile's task.
@@ -282,20 +271,3 @@ def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Ca
             # Without this the pool would finish every queued tile before the error surfaces.
             pool.shutdown(cancel_futures=True)
             raise
-
-
-def write_job_metadata(summary: JobSummary, job: SampleJob, parameters: dict, unfinished: int | None = None) -> None:
-    """The manifest and ESRI metadata of a job, in ``job.out``; ``unfinished`` tiles mark it incomplete."""
-    fingerprint = job_fingerprint(job.imagery, job.labels)
-    records, labels = list(summary.records), job.labels
-    manifest = build_manifest(
-        records, parameters, summary.band_names, job.class_names, labels.nodata, fingerprint, unfinished
-    )
-    write_manifest(job.out, manifest)
-    written = sorted(r.key for r in summary.records if r.status == "written")
-    if written and unfinished is None:
-        first = Tile.from_key(written[0])
-        names = [key_to_filename(key) + ".tif" for key in written]
-        write_esri_metadata(job.out, manifest, first.size, first.resolution, first.crs, names)
-    else:
-        remove_esri_metadata(job.out)

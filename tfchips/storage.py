@@ -121,3 +121,14 @@ def remove_partial_files(folder: str) -> int:
     for name in partial:
         os.remove(os.path.join(folder, name))
     return len(partial)
+
+
+def glob(pattern: str) -> list[str]:
+    """Paths matching ``pattern`` (``*`` in the file name), local or URL, sorted."""
+    if is_url(pattern):
+        from apache_beam.io.filesystems import FileSystems
+
+        return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+    import glob as local
+
+    return sorted(local.glob(pattern))

@@ -7,7 +7,7 @@ import os
 import click
 import yaml
 
-from tfchips.cli import options
+from tfchips import options
 from tfchips.cli.main import summary
 from tfchips.demo_data import generate
 from tfchips.errors import OutputError

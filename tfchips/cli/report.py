@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tfchips.cli import options
+from tfchips import options
 from tfchips.cli.main import summary
 from tfchips.cli.preview import preview_options
 

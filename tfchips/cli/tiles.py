@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tfchips.cli import options
+from tfchips import options
 from tfchips.cli.main import summary
 from tfchips.grid import tiles_for_shape, tiles_to_geojson
 from tfchips.job import area_of_interest
