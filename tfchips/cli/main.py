@@ -10,6 +10,7 @@ import time
 import click
 
 from tfchips import __version__
+from tfchips.command_line import command_flags
 from tfchips.console import VERBOSE_VARIABLE, error_line, quiet_tensorflow, summary_line
 from tfchips.errors import TfchipsError
 from tfchips.redaction import redact_text
@@ -63,17 +64,6 @@ def summary(text: str) -> None:
 
 
 _IMPORTED = time.monotonic()
-
-
-def command_flags(command: click.Command | None) -> dict[str, str]:
-    """Python parameter name -> how ``command`` spells it (``--max-cloud``, ``CHIPS``)."""
-    flags: dict[str, str] = {}
-    for parameter in command.params if command is not None else ():
-        if isinstance(parameter, click.Option):
-            flags[parameter.name] = max(parameter.opts, key=len)
-        elif isinstance(parameter, click.Argument):
-            flags[parameter.name] = parameter.human_readable_name
-    return flags
 
 
 @click.group(cls=_Commands)

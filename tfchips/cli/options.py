@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import click
 
+from tfchips.command_line import legacy_out_argument, out_option, output_path
+
+__all__ = ["aoi", "bbox", "imagery_options", "legacy_out_argument", "out_option", "output_path", "pad", "resolution",
+           "tilesize", "trust_options"]
 
 
 def _parse_bbox(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -153,28 +157,3 @@ def trust_options(function):
     for option in reversed(catalog_trust):
         function = option(function)
     return function
-
-
-def out_option(help: str, file: bool = False, required: bool = True):
-    """``--out``/``-o``, where every command writes: a folder, or a ``file``."""
-    return click.option(
-        "--out", "-o", required=required, type=click.Path(dir_okay=not file, file_okay=file), help=help
-    )
-
-
-def legacy_out_argument(function):
-    """The output as a positional argument, as earlier releases took it; `output_path` reads it."""
-    return click.argument("legacy_out", required=False, metavar="[OUT]", type=click.Path(file_okay=False))(function)
-
-
-def output_path(values: dict, position: str) -> str:
-    """The output of ``--out``, or of the deprecated positional OUT (``position``: "a second argument")."""
-    legacy = values.pop("legacy_out")
-    if legacy is not None:
-        if values["out"] is not None:
-            raise click.UsageError(f"give --out {values['out']} only (OUT as {position} is deprecated)")
-        click.echo(f"tfchips: OUT as {position} is deprecated; use --out {legacy}", err=True)
-        values["out"] = legacy
-    if values["out"] is None:
-        raise click.UsageError("Missing option '--out' / '-o'.")
-    return values["out"]

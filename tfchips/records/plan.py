@@ -10,6 +10,8 @@ worker decides for its own chips what the local writer decides for the folder:
 - shard: ``H(seed, "shard", name) mod shards``, where ``shards`` is the split's
   shard count (``--shards``, never more than the split's chips);
 - order within a shard: ascending ``SHA-256(seed, "order", name)``;
+- statistics sample (`statistics_rate`): ``H(0, "statistics", name) / 2**64 < rate``,
+  independent of the seed, so that statistics do not change with the split;
 
 with ``H`` the first 8 bytes of SHA-256 of ``f"{seed}\\0{purpose}\\0{name}"`` as
 a big-endian integer, which no library upgrade changes. Split sizes are then
@@ -134,6 +136,26 @@ def within_shard_order(name: str, seed: int = 0) -> bytes:
     return order_key(seed, "order", name)
 
 
+# Default statistics come from about 1 chip in SAMPLE_EVERY, and at least SAMPLE_AT_LEAST chips expected:
+# decoding 1 chip in 64 costs 1.02 ms / 64 per chip next to 0.33 ms for a ``bytes`` record of a 256 x 256 x 3
+# GeoTIFF (see benchmarks/bench_records.py), and 16 chips of 65,536 pixels give means within a few tenths of
+# a percent of the whole folder's for imagery whose chips differ as scenes do.
+SAMPLE_EVERY = 64
+SAMPLE_AT_LEAST = 16
+
+
+def statistics_rate(chips: int, exact: bool = False) -> float:
+    """Fraction of a folder of ``chips`` pairs whose pixels the statistics come from (1.0: every chip)."""
+    if exact or chips <= SAMPLE_AT_LEAST:
+        return 1.0
+    return max(1 / SAMPLE_EVERY, SAMPLE_AT_LEAST / chips)
+
+
+def in_statistics_sample(name: str, rate: float) -> bool:
+    """Whether chip ``name`` counts in the statistics of a folder sampled at ``rate`` (`statistics_rate`)."""
+    return rate >= 1.0 or name_hash(0, "statistics", name) / _SCALE < rate
+
+
 def assign_splits(
     names: Iterable[str], fractions: Mapping[str, float], block: int = 1, seed: int = 0
 ) -> dict[str, str]:
@@ -185,6 +207,26 @@ def plan_shards(
             for split in fractions
         }
     )
+
+
+# Chips encoded to estimate record bytes per file byte for ``--shard-size``: the SIZE_SAMPLE of smallest
+# ``H(0, "size", name)``, so that any runner picks the same ones.
+SIZE_SAMPLE = 8
+
+
+def shard_counts_for_size(
+    split_bytes: Mapping[str, int], record_bytes: int, file_bytes: int, shard_mb: float
+) -> dict[str, int]:
+    """Shards per split for ``shard_mb`` MB shards (10**6 bytes, uncompressed).
+
+    Args:
+        split_bytes: bytes of the chip files of each split.
+        record_bytes: bytes of the records of the sampled chips.
+        file_bytes: bytes of the chip files of the sampled chips.
+        shard_mb: the shard size aimed at.
+    """
+    ratio = record_bytes / max(1, file_bytes)
+    return {split: shards_for_size(size * ratio, shard_mb * 1e6) for split, size in split_bytes.items()}
 
 
 def shards_for_size(estimated_bytes: float, shard_bytes: float) -> int:
