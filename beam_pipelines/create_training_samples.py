@@ -33,7 +33,7 @@ from apache_beam.metrics import Metrics  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from beam_pipelines.chips_to_tfrecords import check_compression, summary_text, write_records  # noqa: E402
+from beam_pipelines.chips_to_tfrecords import chips_plan, summary_text, write_records  # noqa: E402
 from tfchips import storage
 from tfchips.chips import ChipPair, chip_paths, remove_partial_files
 from tfchips.cli.config import save_effective_config
@@ -131,7 +131,6 @@ def build(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, parameters
 
 def build_records(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, out: str, options: WriterOptions) -> None:
     """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
-    check_compression(options)
     records = dataclasses.replace(options.records, statistics=options.statistics)
     results = (
         pipeline
@@ -140,9 +139,8 @@ def build_records(pipeline: beam.Pipeline, tiles: list[Tile], job: SampleJob, ou
         | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(FAILED, main="records")
     )
     _dead_letter(results[FAILED], job.out)
-    names = [key_to_filename(tile.key) for tile in tiles]
     class_names = {str(k): v for k, v in job.class_names.items()} or None
-    write_records(results.records, names, options.shards or 1, options, out, class_names, None, [])
+    write_records(results.records, chips_plan(results.records, options), options, out, class_names, None)
 
 
 _RECORD_OPTIONS = ("encoding", "label_encoding", "decoder", "schema", "shards", "compression", "split_text", "split_by", "seed", "statistics")

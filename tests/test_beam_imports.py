@@ -12,9 +12,6 @@ BEAM = Path(__file__).resolve().parent.parent / "beam_pipelines"
 JOB_BUILDING = {"job_from_values", "writer_options", "recorded_options", "parse_class_names", "trust_boundary"}
 # (module, imported from tfchips.cli) still needed for option parsing; strike entries off as they move.
 STILL_FROM_CLI = {
-    ("chips_to_tfrecords", "tfchips.cli.main.command_flags"),
-    ("chips_to_tfrecords", "tfchips.cli.options.output_path"),
-    ("chips_to_tfrecords", "tfchips.cli.to_tfrecords.command"),
     ("create_training_samples", "tfchips.cli.config.save_effective_config"),
     ("create_training_samples", "tfchips.cli.create_samples.command"),
     ("create_training_samples", "tfchips.cli.create_samples.options_from_config"),

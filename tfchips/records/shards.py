@@ -76,20 +76,45 @@ def header_signature(image: ChipHeader, label: ChipHeader) -> Signature:
     return image.dtype, image.georeference.band_names, label.dtype, label.georeference.band_names
 
 
+# A tally of signature votes: signature -> [chips that have it, the first of them by name].
+Tally = dict
+
+
+def tally_votes(votes: Iterable[tuple[Signature, str]], tally: Tally | None = None) -> Tally:
+    """``tally`` (a new one if None) with (signature, chip name) ``votes`` added."""
+    tally = {} if tally is None else tally
+    for signature, name in votes:
+        entry = tally.setdefault(signature, [0, name])
+        entry[0] += 1
+        entry[1] = min(entry[1], name)
+    return tally
+
+
+def merge_tallies(tallies: Iterable[Tally]) -> Tally:
+    """One tally of the votes of every tally in ``tallies``."""
+    merged: Tally = {}
+    for tally in tallies:
+        for signature, (count, first) in tally.items():
+            entry = merged.setdefault(signature, [0, first])
+            entry[0] += count
+            entry[1] = min(entry[1], first)
+    return merged
+
+
+def tally_majority(tally: Tally) -> Signature | None:
+    """The signature with most votes, ties to the one whose first chip by name comes first; None without votes."""
+    if not tally:
+        return None
+    return min(tally, key=lambda s: (-tally[s][0], tally[s][1]))
+
+
 def majority(votes: Iterable[tuple[Signature, str]]) -> Signature | None:
     """The `Signature` most chips have, from (signature, chip name) votes in any order; None without votes.
 
     Ties go to the signature of the first chip by name, so the result depends on
     the folder only, not on the order chips are read in (or the worker count).
     """
-    tally: dict[Signature, list] = {}
-    for signature, name in votes:
-        entry = tally.setdefault(signature, [0, name])
-        entry[0] += 1
-        entry[1] = min(entry[1], name)
-    if not tally:
-        return None
-    return min(tally, key=lambda s: (-tally[s][0], tally[s][1]))
+    return tally_majority(tally_votes(votes))
 
 
 def check_signature(result: EncodedChip | BadChip, reference: Signature | None) -> EncodedChip | BadChip:
