@@ -36,6 +36,23 @@ def bare_chips(chips, tmp_path_factory):
     return copy
 
 
+def records_by_key(out):
+    """key -> (image, label, crs, transform, split) of every record in a TFRecord folder (test_beam_create_samples uses it)."""
+    import tensorflow as tf
+
+    from tfchips.records import decode_example
+    from tfchips.records.writer import shard_paths
+
+    dataset = read_dataset_json(str(out))
+    found = {}
+    for path in shard_paths(str(out)):
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for serialized in tf.data.TFRecordDataset(path, compression_type=compression):
+            example = decode_example(serialized.numpy(), dataset)
+            found[example.key] = (example.image, example.label, example.crs, example.transform, path.split("/")[-1].split("-")[0])
+    return found
+
+
 def files_of(folder) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
