@@ -37,6 +37,7 @@ import os
 import re
 from typing import Iterable, Iterator
 
+from tfchips import storage
 from tfchips.chips import NOT_UTF8, ChipFolder, ChipPair, find_chip_pairs, printable_path, read_manifest
 from tfchips.errors import ChipError, ConfigError, OutputError
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, BadChip, DatasetInfo, read_dataset_info
@@ -77,7 +78,6 @@ from tfchips.records.shards import (
     write_dataset_json,
     write_shard,
 )
-from tfchips import storage
 
 __all__ = [
     "COMPRESSIONS", "DATASET_JSON", "BadChip", "DatasetSummary", "EncodedChip", "Signature", "WriterOptions",
@@ -143,8 +143,8 @@ def shard_counts(pairs: tuple[ChipPair, ...], options: WriterOptions, records: R
         return options.shards or 1
     sizes = {p.name: os.path.getsize(p.image_path) + os.path.getsize(p.label_path) for p in pairs}
     sample = heapq.nsmallest(SIZE_SAMPLE, pairs, key=lambda p: name_hash(0, "size", p.name))
-    encoded = [r for r in (encode_or_bad(p, dataclasses.replace(records, statistics=False)) for p in sample)]
-    encoded = [r for r in encoded if isinstance(r, EncodedChip)]
+    unsampled = dataclasses.replace(records, statistics=False)
+    encoded = [r for r in (encode_or_bad(p, unsampled) for p in sample) if isinstance(r, EncodedChip)]
     split_bytes = dict.fromkeys(options.splits, 0)
     block = parse_split_by(options.split_by)
     for name, size in sizes.items():
