@@ -154,14 +154,16 @@ def write_records(
     plan: beam.pvalue.AsSingleton,
     options: WriterOptions,
     out: str,
-    class_names: dict | None,
-    manifest_statistics: dict | None,
+    class_names=None,
+    manifest_statistics=None,
 ) -> None:
     """Write ``encoded`` chips (EncodedChip or BadChip) shard by shard into ``out``, then dataset.json.
 
-    ``plan`` is the `RecordPlan` side input (`chips_plan` for chips that come from no folder). A local ``out`` is checked
-    (`check_output_folder`): an earlier run's dataset.json is removed now and its
-    other shards once the new ones are in place.
+    ``plan`` is the `RecordPlan` side input (`chips_plan` for chips that come from no folder).
+    ``class_names`` and ``manifest_statistics`` (used when the records carry no statistics) are
+    values, or side inputs (``AsSingleton``) of a pipeline that computes them. A local ``out`` is
+    checked (`check_output_folder`): an earlier run's dataset.json is removed now and its other
+    shards once the new ones are in place.
     """
     pipeline = encoded.pipeline
     stale = [] if storage.is_url(out) else check_output_folder(out, options.overwrite)
@@ -182,11 +184,13 @@ def write_records(
         pipeline
         | "Finally" >> beam.Create([None])
         | "DatasetJson" >> beam.Map(
-            lambda _, results, plan: finish_planned(
-                results, plan, out, options, class_names, manifest_statistics, stale
+            lambda _, results, plan, names, statistics: finish_planned(
+                results, plan, out, options, names, statistics, stale
             ),
             beam.pvalue.AsList(shards),
             plan,
+            class_names,
+            manifest_statistics,
         )
     )
 
