@@ -154,8 +154,8 @@ def write_records(
     plan: beam.pvalue.AsSingleton,
     options: WriterOptions,
     out: str,
-    class_names=None,
-    manifest_statistics=None,
+    class_names: dict | beam.pvalue.AsSingleton | None = None,
+    manifest_statistics: dict | beam.pvalue.AsSingleton | None = None,
 ) -> None:
     """Write ``encoded`` chips (EncodedChip or BadChip) shard by shard into ``out``, then dataset.json.
 

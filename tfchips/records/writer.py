@@ -30,6 +30,7 @@ reads and writes dataset.json.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import heapq
@@ -206,7 +207,7 @@ def chip_signature(pair: ChipPair) -> Signature | None:
 
 
 def majority_signature(
-    pairs: Iterable[ChipPair], executor=None, in_flight: int = 4
+    pairs: Iterable[ChipPair], executor: concurrent.futures.Executor | None = None, in_flight: int = 4
 ) -> Signature | None:
     """The `Signature` most chip pairs share, from their headers (`majority`).
 
