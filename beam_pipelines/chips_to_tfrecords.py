@@ -1,255 +1,196 @@
-"""Beam pipeline: a chip folder to sharded TFRecords and dataset.json, through Beam's TFRecord sink.
+"""Beam pipeline: a chip folder to sharded TFRecords and dataset.json, byte for byte those of ``tfchips to-tfrecords``.
 
     python -m beam_pipelines.chips_to_tfrecords CHIPS --out OUT --encoding array --split train=0.8,val=0.2 \\
         --shards 8 --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
 Takes the options of ``tfchips to-tfrecords`` and ``--verbose``; the rest go to Beam's PipelineOptions.
 Ends with one summary line on stderr; Beam's own log lines below ERROR show only with ``--verbose``.
-Records are the same as the local writer's; which shard holds a record, and the order
-within a shard, are Beam's to choose. Compression: none or gzip. A local OUT is checked
-like the local writer's (``--overwrite``) and shards of an earlier run are removed; an
-OUT URL (``gs://...``) is neither checked nor cleaned: write each run to a fresh prefix.
+CHIPS and OUT are local paths or any URL Beam's FileSystems reads (``gs://``, ``s3://``); the
+folder is listed inside the pipeline, so the job graph does not grow with the chips. Each chip
+goes to the split and shard its name gives (`tfchips.records.plan`); encoded chips are grouped by
+shard and each shard is written in plan order by the local writer's `write_shard`, so shards
+and dataset.json are the CLI's. A local OUT is checked like the local writer's
+(``--overwrite``) and shards of an earlier run are removed; an OUT URL is neither checked nor
+cleaned: write each run to a fresh prefix.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import struct
 import sys
 import time
-import zlib
-from typing import Iterable, Iterator
 
 from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
 
 quiet_beam()  # before apache_beam is imported: it logs while it loads
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.io import fileio  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from tfchips import storage
-from tfchips.chips import ChipPair, read_manifest
-from tfchips.cli.main import command_flags
-from tfchips.options import output_path
-from tfchips.cli.to_tfrecords import command as to_tfrecords_command
-from tfchips.console import summary_line
-from tfchips.job import writer_options
-from tfchips.errors import ChipError, ConfigError, RecordError
-from tfchips.lock import output_lock
-from tfchips.records import RecordOptions, WriterOptions
-from tfchips.records.encoder import EncodedChip
-from tfchips.records.plan import parse_split_by, plan_shards
-from tfchips.records.writer import (
-    COMPRESSIONS,
+from tfchips import storage  # noqa: E402
+from tfchips.options import command_flags, output_path, tfrecords_arguments  # noqa: E402
+from tfchips.console import summary_line  # noqa: E402
+from tfchips.job import writer_options  # noqa: E402
+from tfchips.lock import output_lock  # noqa: E402
+from tfchips.records.chip_listing import (  # noqa: E402
+    ListedFile,
+    ListedPair,
+    chip_globs,
+    listed_file,
+    pair_files,
+    read_folder_metadata,
+)
+from tfchips.records.dataset_info import BadChip  # noqa: E402
+from tfchips.records.options import WriterOptions  # noqa: E402
+from tfchips.records.plan import SIZE_SAMPLE, name_hash  # noqa: E402
+from tfchips.records.record_plan import (  # noqa: E402
+    add_counts,
+    chip_split,
+    encode_sampled,
+    finish_planned,
+    keyed_by_shard,
+    plan_for_chips,
+    record_plan,
+    signature_vote,
+    size_sample_bytes,
+    split_size,
+    write_planned_shard,
+)
+from tfchips.records.shards import Tally, merge_tallies, tally_votes  # noqa: E402
+from tfchips.records.writer import (  # noqa: E402
     DATASET_JSON,
-    BadChip,
-    DatasetSummary,
-    ShardInfo,
-    Signature,
-    accumulate,
     check_output_folder,
-    check_signature,
-    checked_pairs,
-    computed_or_manifest_statistics,
-    dataset_description,
-    encode_or_bad,
-    majority_signature,
     read_dataset_json,
     remove_stale_files,
     settled_record_options,
-    shard_counts,
-    worker_pool,
-    write_dataset_json,
 )
 
-_BEAM_COMPRESSION = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
-_BLOCK = 1 << 20
+import click  # noqa: E402
 
 
-def encode(pair: ChipPair, options: RecordOptions, skip_bad: bool, reference: Signature | None = None):
-    """`encode_or_bad`, then `check_signature`; a bad chip fails the pipeline unless ``skip_bad``."""
-    result = check_signature(encode_or_bad(pair, options), reference)
-    if isinstance(result, BadChip) and not skip_bad:
-        # Failing the pipeline here leaves Beam's temporary shards unpublished.
-        raise ChipError(f"{result.reason} (--skip-bad leaves bad chips out)")
-    return result
+class TallySignatures(beam.CombineFn):
+    """`tally_votes` of (signature, chip name) votes."""
 
+    def create_accumulator(self) -> Tally:
+        return {}
 
-class CombineDataset(beam.CombineFn):
-    """The `DatasetSummary` of every encoded chip."""
+    def add_input(self, tally: Tally, vote) -> Tally:
+        return tally_votes([vote], tally)
 
-    def create_accumulator(self) -> DatasetSummary:
-        return DatasetSummary()
+    def merge_accumulators(self, tallies) -> Tally:
+        return merge_tallies(tallies)
 
-    def add_input(self, summary: DatasetSummary, chip: EncodedChip) -> DatasetSummary:
-        return accumulate(summary, chip)
-
-    def merge_accumulators(self, summaries: Iterable[DatasetSummary]) -> DatasetSummary:
-        merged = DatasetSummary()
-        for summary in summaries:
-            merged = merged.merge(summary, "another worker's chips")
-        return merged
-
-    def extract_output(self, summary: DatasetSummary) -> DatasetSummary:
-        return summary
-
-
-def _hashed(stream, digest) -> Iterator[bytes]:
-    """The blocks of ``stream``, each added to ``digest`` as it is read."""
-    for block in iter(lambda: stream.read(_BLOCK), b""):
-        digest.update(block)
-        yield block
-
-
-def _gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """The decompressed bytes of a gzip stream (one member or more) read in blocks."""
-    inflate = zlib.decompressobj(wbits=31)
-    for block in blocks:
-        while block:
-            yield inflate.decompress(block)
-            block = inflate.unused_data  # the start of the next member, if this one ended
-            if inflate.eof:
-                inflate = zlib.decompressobj(wbits=31)
-
-
-def _count_records(chunks: Iterable[bytes], path: str) -> int:
-    """Records in a TFRecord byte stream; each is an 8-byte little-endian length, a 4-byte CRC, data, a 4-byte CRC."""
-    pending, records = bytearray(), 0
-    for chunk in chunks:
-        pending += chunk
-        position = 0
-        while len(pending) - position >= 12:
-            end = position + 16 + struct.unpack_from("<Q", pending, position)[0]
-            if end > len(pending):
-                break
-            records, position = records + 1, end
-        del pending[:position]
-    if pending:
-        raise RecordError(f"{path}: truncated TFRecord shard ({len(pending)} bytes after the last whole record)")
-    return records
-
-
-def shard_info(path: str, compression: str) -> tuple[str, ShardInfo]:
-    """(split, ShardInfo) of a finished shard, local or URL: its records counted as it is hashed, in one read."""
-    digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        blocks = _hashed(stream, digest)
-        records = _count_records(_gunzip(blocks) if compression == "gzip" else blocks, path)
-    name = path.rsplit("/", 1)[-1]
-    return name.split("-", 1)[0], ShardInfo(name, records, digest.hexdigest())
-
-
-def describe(
-    _,
-    summary: DatasetSummary,
-    shards: list[tuple[str, ShardInfo]],
-    bad: list[BadChip],
-    unpaired: list[BadChip],
-    options: WriterOptions,
-    class_names: dict | None,
-    manifest_statistics: dict | None,
-    out: str,
-    stale: list[str],
-) -> None:
-    """Write dataset.json, once every shard is in place; shards of an earlier run not rewritten go first."""
-    if summary.image is None:
-        raise ChipError("every chip is bad; nothing to write")
-    splits = {split: sorted((s for n, s in shards if n == split), key=lambda s: s.file) for split in options.splits}
-    remove_stale_files(stale, keep=[storage.join(out, s.file) for infos in splits.values() for s in infos])
-    stats, source = computed_or_manifest_statistics(
-        options, summary.statistics, summary.image.band_names, manifest_statistics
-    )
-    image, label = summary.image, summary.label
-    description = dataset_description(options, image, label, splits, class_names, stats, source, [*unpaired, *bad])
-    write_dataset_json(out, description)
+    def extract_output(self, tally: Tally) -> Tally:
+        return tally
 
 
 def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions) -> None:
-    """Add the to-tfrecords steps for folder ``chips`` to ``pipeline``."""
-    check_compression(options)
-    folder, unpaired = checked_pairs(chips, options.skip_bad)
-    manifest = read_manifest(chips)
+    """Add the to-tfrecords steps for the chip folder ``chips`` (path or URL) to ``pipeline``."""
+    manifest = read_folder_metadata(chips)
     records, _ = settled_record_options(options, manifest.statistics)
-    counts = shard_counts(folder.pairs, options, records)
-    reference = None
-    if options.skip_bad:  # as the local writer: chips unlike most are bad, whatever order they come in
-        with worker_pool(options.workers) as executor:
-            reference = majority_signature(folder.pairs, executor, 2 * options.workers)
-    encoded = (
+    files = (
         pipeline
-        | "Chips" >> beam.Create(folder.pairs)
-        | "Spread" >> beam.Reshuffle()
-        | "Encode" >> beam.Map(encode, records, options.skip_bad, reference)
+        | "Globs" >> beam.Create(chip_globs(chips))
+        | "List" >> fileio.MatchAll()
+        | "Files" >> beam.FlatMap(lambda found: listed_file(found.path, found.size_in_bytes))
     )
-    names = [p.name for p in folder.pairs]
-    write_records(encoded, names, counts, options, out, manifest.class_names, manifest.statistics, unpaired)
+    listed = (
+        files
+        | "ByStem" >> beam.Filter(lambda item: not isinstance(item, BadChip)).with_output_types(tuple[str, ListedFile])
+        | "Stems" >> beam.GroupByKey()
+        | "Pair" >> beam.FlatMapTuple(pair_files)
+    )
+    pairs = listed | "Pairs" >> beam.Filter(lambda item: isinstance(item, ListedPair))
+    bad_files = beam.pvalue.AsList(
+        (
+            files | "NotUtf8" >> beam.Filter(lambda item: isinstance(item, BadChip)),
+            listed | "Unpaired" >> beam.Filter(lambda item: isinstance(item, BadChip)),
+        )
+        | "BadFiles" >> beam.Flatten()
+    )
+    split_counts = pairs | "SplitOf" >> beam.Map(split_size, options) | "PerSplit" >> beam.CombinePerKey(add_counts)
+    tally = size_sample = None
+    if options.skip_bad:
+        tally = beam.pvalue.AsSingleton(
+            pairs | "Votes" >> beam.FlatMap(signature_vote) | "Tally" >> beam.CombineGlobally(TallySignatures())
+        )
+    if options.shard_size_mb is not None:
+        size_sample = beam.pvalue.AsSingleton(
+            pairs
+            | "SizeSample" >> beam.combiners.Top.Of(SIZE_SAMPLE, key=lambda p: name_hash(0, "size", p.name), reverse=True)
+            | "SampleBytes" >> beam.Map(size_sample_bytes, records)
+        )
+    plan = beam.pvalue.AsSingleton(
+        pipeline
+        | "Once" >> beam.Create([chips])
+        | "Plan" >> beam.Map(
+            record_plan,
+            options,
+            beam.pvalue.AsList(split_counts),
+            bad_files,
+            tally,
+            size_sample,
+            records.statistics,
+        )
+    )
+    encoded = pairs | "Spread" >> beam.Reshuffle() | "Encode" >> beam.Map(encode_sampled, records, plan)
+    write_records(encoded, plan, options, out, manifest.class_names, manifest.statistics)
 
 
-def check_compression(options: WriterOptions) -> None:
-    if options.compression not in _BEAM_COMPRESSION:
-        raise ConfigError(f"compression {options.compression!r} is not available in the Beam pipeline; use gzip")
+def chips_plan(encoded: beam.PCollection, options: WriterOptions) -> beam.pvalue.AsSingleton:
+    """The `RecordPlan` side input of chips encoded without a folder listing: shard counts from their splits."""
+    split_counts = (
+        encoded | "ChipSplit" >> beam.Map(chip_split, options) | "ChipsPerSplit" >> beam.CombinePerKey(add_counts)
+    )
+    return beam.pvalue.AsSingleton(
+        encoded.pipeline
+        | "PlanOnce" >> beam.Create([None])
+        | "PlanChips" >> beam.Map(plan_for_chips, beam.pvalue.AsList(split_counts), options)
+    )
 
 
 def write_records(
     encoded: beam.PCollection,
-    names: list[str],
-    counts: int | dict[str, int],
+    plan: beam.pvalue.AsSingleton,
     options: WriterOptions,
     out: str,
-    class_names: dict | None,
-    manifest_statistics: dict | None,
-    unpaired: list[BadChip],
+    class_names: dict | beam.pvalue.AsSingleton | None = None,
+    manifest_statistics: dict | beam.pvalue.AsSingleton | None = None,
 ) -> None:
-    """Shard ``encoded`` chips (EncodedChip or BadChip) by split with Beam's TFRecord sink, then dataset.json.
+    """Write ``encoded`` chips (EncodedChip or BadChip) shard by shard into ``out``, then dataset.json.
 
-    ``names`` are every chip name the pipeline may encode: splits, and shard counts
-    capped at a split's chips, are planned from them up front as the local writer
-    plans them; a split without chips gets no shard. A local ``out`` is checked
-    (`check_output_folder`): an earlier run's dataset.json is removed now (Beam
-    rewrites shards in place) and its other shards once the new ones are written.
+    ``plan`` is the `RecordPlan` side input (`chips_plan` for chips that come from no folder).
+    ``class_names`` and ``manifest_statistics`` (used when the records carry no statistics) are
+    values, or side inputs (``AsSingleton``) of a pipeline that computes them. A local ``out`` is
+    checked (`check_output_folder`): an earlier run's dataset.json is removed now and its other
+    shards once the new ones are in place.
     """
     pipeline = encoded.pipeline
-    plan = plan_shards(names, counts, options.splits, parse_split_by(options.split_by), options.seed)
-    split_of = {name: split for name, (split, _) in plan.assignments().items()}
     stale = [] if storage.is_url(out) else check_output_folder(out, options.overwrite)
-    remove_stale_files([path for path in stale if os.path.basename(path) == DATASET_JSON])
-    good = encoded | "Good" >> beam.Filter(lambda r: isinstance(r, EncodedChip))
-    bad = encoded | "Bad" >> beam.Filter(lambda r: isinstance(r, BadChip))
-    written = []
-    for split, shards in plan.shards.items():
-        if not shards:
-            continue
-        written.append(
-            good
-            | f"In{split}" >> beam.Filter(lambda chip, split=split: split_of[chip.name] == split)
-            | f"Record{split}" >> beam.Map(lambda chip: chip.record)
-            | f"Write{split}" >> beam.io.WriteToTFRecord(
-                storage.join(out, split),
-                file_name_suffix=COMPRESSIONS[options.compression][1],
-                num_shards=len(shards),
-                shard_name_template="-SSSSS-of-NNNNN",
-                compression_type=_BEAM_COMPRESSION[options.compression],
-            )
-        )
-    shard_infos = written | "Shards" >> beam.Flatten() | "Count" >> beam.Map(shard_info, options.compression)
-    combined = good | "Specs" >> beam.CombineGlobally(CombineDataset())
+    remove_stale_files([path for path in stale if path.endswith(DATASET_JSON)])
+    empty = (
+        pipeline
+        | "Planned" >> beam.Create([None])
+        | "EveryShard" >> beam.FlatMap(lambda _, plan: [(key, None) for key in plan.shard_keys()], plan)
+    )
+    keyed = encoded | "KeyByShard" >> beam.Map(keyed_by_shard, options, plan)
+    shards = (
+        (keyed, empty)
+        | "WithEmpty" >> beam.Flatten()
+        | "ByShard" >> beam.GroupByKey()
+        | "WriteShard" >> beam.Map(lambda group, plan: write_planned_shard(*group, out, options, plan), plan)
+    )
     _ = (
         pipeline
-        | "Once" >> beam.Create([None])
+        | "Finally" >> beam.Create([None])
         | "DatasetJson" >> beam.Map(
-            describe,
-            beam.pvalue.AsSingleton(combined),
-            beam.pvalue.AsList(shard_infos),
-            beam.pvalue.AsList(bad),
-            unpaired,
-            options,
+            lambda _, results, plan, names, statistics: finish_planned(
+                results, plan, out, options, names, statistics, stale
+            ),
+            beam.pvalue.AsList(shards),
+            plan,
             class_names,
             manifest_statistics,
-            out,
-            stale,
         )
     )
 
@@ -257,11 +198,15 @@ def write_records(
 PROGRAM = "beam_pipelines.chips_to_tfrecords"
 
 
+@click.command(PROGRAM)
+@tfrecords_arguments
+def command(**values) -> None:
+    """The to-tfrecords command line, parsed only (`parse`)."""
+
+
 def parse(argv: list[str]) -> tuple[dict, list[str]]:
     """(to-tfrecords option values, Beam arguments) from one command line."""
-    context = to_tfrecords_command.make_context(
-        "chips_to_tfrecords", pipeline_arguments(argv), ignore_unknown_options=True, allow_extra_args=True
-    )
+    context = command.make_context(PROGRAM, pipeline_arguments(argv), ignore_unknown_options=True, allow_extra_args=True)
     values, beam_args = dict(context.params), list(context.args)
     if values["legacy_out"] is not None and values["legacy_out"].startswith("-"):
         # Unknown options fill free arguments; this one is Beam's, not a deprecated OUT.
@@ -293,4 +238,4 @@ def summary_text(out: str) -> str:
 
 
 if __name__ == "__main__":
-    run_entry_point(main, command_flags(to_tfrecords_command))
+    run_entry_point(main, command_flags(command))

@@ -34,13 +34,13 @@ from apache_beam.metrics import Metrics  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from beam_pipelines.chips_to_tfrecords import check_compression, summary_text, write_records  # noqa: E402
+from beam_pipelines.chips_to_tfrecords import chips_plan, summary_text, write_records  # noqa: E402
 from tfchips import storage
 from tfchips.chip_folder import finish_job, remove_partial_files, start_job
 from tfchips.config_file import save_effective_config
 from tfchips.console import summary_line
 from tfchips.errors import ChipError
-from tfchips.grid import Tile, key_to_filename
+from tfchips.grid import Tile
 from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.labels import load_ground_truth
 from tfchips.lock import output_lock
@@ -171,18 +171,19 @@ def build_records(
     pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, out: str, options: WriterOptions
 ) -> None:
     """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
-    check_compression(options)
     records = dataclasses.replace(options.records, statistics=options.statistics)
     results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(
         FAILED, main="records"
     )
     _dead_letter(results[FAILED], job.out)
-    names = [key_to_filename(tile.key) for tile in source.tiles(blocks)]
     class_names = {str(k): v for k, v in job.class_names.items()} or None
-    write_records(results.records, names, options.shards or 1, options, out, class_names, None, [])
+    write_records(results.records, chips_plan(results.records, options), options, out, class_names, None)
 
 
-_RECORD_OPTIONS = ("encoding", "label_encoding", "decoder", "schema", "shards", "compression", "split_text", "split_by", "seed", "statistics")
+_RECORD_OPTIONS = (
+    "encoding", "label_encoding", "decoder", "schema", "shards", "compression", "split_text", "split_by", "seed",
+    "statistics", "exact_statistics",
+)
 
 
 def _values(**values) -> dict:

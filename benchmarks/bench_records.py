@@ -17,6 +17,13 @@ from other machines on shared cores slows single runs by up to a third. CPU
 seconds per chip (all threads and processes) are reported too. Peak memory
 (resident set of the writing process, peak reset before the runs on each
 folder) is measured on half the folder and on all of it.
+
+``records.statistics_cost.<encoding>`` is the cost of the default statistics on a
+folder without a manifest (an ESRI export, or the output of the scripts tfchips
+replaces), where they are computed: the default run (statistics from the
+deterministic sample of `tfchips.records.plan.statistics_rate`) against
+``--no-statistics`` in the same run, best of three each, wall and CPU; the goal is
+the default within 1.25x (ratio >= 0.8). ``--exact-statistics`` is reported beside it.
 """
 
 from __future__ import annotations
@@ -152,6 +159,52 @@ def _ours(chips: str, out: str, mode: str, workers: int) -> tuple[float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
+def _bare(chips: str, out: str, mode: str, workers: int, statistics: bool, exact: bool) -> tuple[float, float]:
+    """Wall and CPU seconds of `write_tfrecords` of a folder without a manifest."""
+    shutil.rmtree(out, ignore_errors=True)
+    options = WriterOptions(
+        records=RecordOptions(mode), shards=8, workers=workers, statistics=statistics, exact_statistics=exact
+    )
+    start, cpu = time.perf_counter(), cpu_seconds()
+    write_tfrecords(chips, out, options)
+    return time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def statistics_cost(tmp: str, templates: str, names: list[str], workers: int) -> Iterator[Result]:
+    """Default statistics against --no-statistics (and --exact-statistics) on a folder without a manifest."""
+    folder = os.path.join(tmp, "bare")
+    _generate(folder, CHIPS, templates, names)
+    os.remove(os.path.join(folder, "manifest.json"))
+    out = os.path.join(tmp, "bare-out")
+    variants = {"none": (False, False), "default": (True, False), "exact": (True, True)}
+    for mode in ("bytes", "array"):
+        # Rounds interleave the variants, so that a slow spell of the shared cores does not fall on one.
+        rounds = [
+            {variant: _bare(folder, out, mode, workers, *flags) for variant, flags in variants.items()}
+            for _ in range(ROUNDS)
+        ]
+        runs = {variant: min(r[variant] for r in rounds) for variant in variants}
+        yield Result(
+            name=f"records.statistics_cost.{mode}",
+            unit="s",
+            figure=runs["default"][0],
+            baseline=runs["none"][0],
+            goal_ratio=0.8,
+            higher_is_better=False,
+            details={
+                "chips": CHIPS,
+                "workers": workers,
+                "baseline_is": "the same run with --no-statistics",
+                "default_over_no_statistics_wall": round(runs["default"][0] / runs["none"][0], 3),
+                "default_over_no_statistics_cpu": round(runs["default"][1] / runs["none"][1], 3),
+                "exact_over_no_statistics_wall": round(runs["exact"][0] / runs["none"][0], 3),
+                "exact_over_no_statistics_cpu": round(runs["exact"][1] / runs["none"][1], 3),
+                "cpu_ms_per_chip": {v: round(c / CHIPS * 1e3, 3) for v, (_, c) in runs.items()},
+            },
+        )
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def _fastest(measure, *args) -> tuple[float, float]:
     """The (wall, CPU) seconds of the fastest of ``ROUNDS`` runs of ``measure(*args)``."""
     return min(measure(*args) for _ in range(ROUNDS))
@@ -200,3 +253,4 @@ def run() -> Iterator[Result]:
                     "peak_rss_mb_full_folder": round(peaks["full"], 1),
                 },
             )
+        yield from statistics_cost(tmp, templates, names, workers)

@@ -1,20 +1,10 @@
 """beam_pipelines/ is Beam wiring over the library: job building comes from `tfchips.job`, option
-parsing from `tfchips.options` and `tfchips.config_file`, nothing from the CLI.
-
-The ratchet below lists what a module still takes from `tfchips.cli`, so that nothing more can
-come from the CLI; what moves out is struck off, until it is empty.
-"""
+parsing from `tfchips.options` and `tfchips.config_file`, nothing from the CLI."""
 
 import ast
 from pathlib import Path
 
 BEAM = Path(__file__).resolve().parent.parent / "beam_pipelines"
-JOB_BUILDING = {"job_from_values", "writer_options", "recorded_options", "parse_class_names", "trust_boundary"}
-# (module, imported from tfchips.cli) still needed for option parsing; strike entries off as they move.
-STILL_FROM_CLI = {
-    ("chips_to_tfrecords", "tfchips.cli.main.command_flags"),
-    ("chips_to_tfrecords", "tfchips.cli.to_tfrecords.command"),
-}
 
 
 def cli_imports(folder: Path = BEAM) -> set[tuple[str, str]]:
@@ -32,17 +22,8 @@ def cli_imports(folder: Path = BEAM) -> set[tuple[str, str]]:
     return found
 
 
-def test_no_beam_module_takes_job_building_from_the_cli():
-    taken = {(module, name) for module, name in cli_imports() if name.rsplit(".", 1)[-1] in JOB_BUILDING}
-    assert taken == set()
-
-
-def test_beam_takes_nothing_more_from_the_cli_than_option_parsing():
-    assert cli_imports() == STILL_FROM_CLI
-
-
-def test_the_create_samples_pipeline_imports_nothing_from_the_cli():
-    assert {name for module, name in cli_imports() if module == "create_training_samples"} == set()
+def test_no_beam_module_imports_the_cli():
+    assert cli_imports() == set()
 
 
 def test_the_scan_sees_every_form_of_import_even_inside_a_function(tmp_path):

@@ -1,16 +1,14 @@
 import json
+from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from beam_pipelines import chips_to_tfrecords
-from tfchips import storage
 from tfchips.cli.main import cli
 from tfchips.demo_data import generate
 from tfchips.errors import ChipError
-from tfchips.records import decode_example
-from tfchips.records.writer import read_dataset_json, shard_paths
+from tfchips.records.writer import read_dataset_json
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +25,23 @@ def chips(tmp_path_factory):
     return root / "chips"
 
 
+@pytest.fixture(scope="module")
+def bare_chips(chips, tmp_path_factory):
+    """The chips without their manifest, as an ESRI export or the replaced scripts leave them: statistics are computed."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("bare") / "chips"
+    shutil.copytree(chips, copy)
+    (copy / "manifest.json").unlink()
+    return copy
+
+
 def records_by_key(out):
+    """key -> (image, label, crs, transform, split) of every record in a TFRecord folder (test_beam_create_samples uses it)."""
     import tensorflow as tf
+
+    from tfchips.records import decode_example
+    from tfchips.records.writer import shard_paths
 
     dataset = read_dataset_json(str(out))
     found = {}
@@ -40,29 +53,75 @@ def records_by_key(out):
     return found
 
 
-@pytest.mark.parametrize("mode, compression", [("in_memory", "none"), ("multi_processing", "gzip")])
-def test_pipeline_writes_the_records_the_cli_writes(chips, tmp_path, mode, compression):
-    common = [str(chips), "--encoding", "array", "--split", "train=0.75,val=0.25", "--shards", "2", "--compression", compression]
-    local = CliRunner().invoke(cli, ["to-tfrecords", common[0], "--out", str(tmp_path / "local"), *common[1:]])
+def files_of(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+CASES = [
+    ("array", "in_memory", "none"),
+    ("bytes", "multi_processing", "gzip"),
+    ("bytes", "in_memory", "zlib"),
+]
+
+
+@pytest.mark.parametrize("encoding, mode, compression", CASES)
+def test_pipeline_writes_the_cli_shards_and_dataset_json_byte_for_byte(bare_chips, tmp_path, encoding, mode, compression):
+    chips = bare_chips
+    common = ["--encoding", encoding, "--split", "train=0.6,val=0.2,test=0.2", "--shards", "2", "--compression", compression]
+    local = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(tmp_path / "local"), *common])
     assert local.exit_code == 0, local.output
     chips_to_tfrecords.main(
-        [common[0], "--out", str(tmp_path / "beam"), *common[1:], "--runner=DirectRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+        [str(chips), "--out", str(tmp_path / "beam"), *common, "--runner=DirectRunner",
+         f"--direct_running_mode={mode}", "--direct_num_workers=2"]
     )
-    beam, cli_records = records_by_key(tmp_path / "beam"), records_by_key(tmp_path / "local")
-    assert sorted(beam) == sorted(cli_records) and len(beam) > 0
-    for key, (image, label, crs, transform, split) in cli_records.items():
-        np.testing.assert_array_equal(beam[key][0], image)
-        np.testing.assert_array_equal(beam[key][1], label)
-        assert beam[key][2:] == (crs, transform, split)
+    beam, cli_files = files_of(tmp_path / "beam"), files_of(tmp_path / "local")
+    assert sorted(beam) == sorted(cli_files) and len(beam) > 2
+    for name, data in cli_files.items():
+        assert beam[name] == data, name
     described = read_dataset_json(str(tmp_path / "beam"))
-    local_described = read_dataset_json(str(tmp_path / "local"))
-    for name in ("image", "label", "statistics", "features", "class_names", "schema"):
-        assert described[name] == local_described[name]
-    for split, info in described["splits"].items():
-        assert info["records"] == local_described["splits"][split]["records"]
-        assert len(info["shards"]) == 2
-        for shard in info["shards"]:
-            assert shard["sha256"] == storage.sha256(str(tmp_path / "beam" / shard["file"]))
+    assert described["statistics_source"] == "sample" and described["statistics"]["class_counts"]
+    assert sum(info["records"] for info in described["splits"].values()) == len(list((chips / "images").iterdir()))
+
+
+def test_the_chip_folder_and_output_can_be_any_filesystems_url(chips, tmp_path):
+    """A chip folder in a Beam file system no ``os`` call reaches: listed, read and written through FileSystems."""
+    from beam_memory_fs import MemoryFileSystem
+
+    root = "memchips://bucket/chips"
+    for path in sorted(chips.rglob("*")):
+        if path.is_file():
+            MemoryFileSystem.files[f"{root}/{path.relative_to(chips).as_posix()}"] = path.read_bytes()
+    common = ["--encoding", "array", "--split", "train=0.5,val=0.5", "--shards", "3", "--exact-statistics"]
+    local = CliRunner().invoke(cli, ["to-tfrecords", str(chips), "--out", str(tmp_path / "local"), *common])
+    assert local.exit_code == 0, local.output
+    chips_to_tfrecords.main([root, "--out", "memchips://bucket/records", *common, "--runner=DirectRunner"])
+    written = {p.rsplit("/", 1)[1]: d for p, d in MemoryFileSystem.files.items() if p.startswith("memchips://bucket/records/")}
+    assert written == files_of(tmp_path / "local")
+
+
+def test_a_million_chip_pipeline_serialises_to_under_1_mb_and_lists_nothing_while_built(tmp_path):
+    import time
+
+    import apache_beam as beam
+    from beam_memory_fs import MemoryFileSystem
+
+    from tfchips.records import RecordOptions, WriterOptions
+
+    sizes = {}
+    for count in (10, 1_000_000):
+        root = f"memchips://bucket/virtual{count}"
+        MemoryFileSystem.virtual[root] = count  # listed only when the pipeline runs
+        MemoryFileSystem.files[f"{root}/manifest.json"] = b"{}"
+        MemoryFileSystem.listed.clear()
+        options = WriterOptions(RecordOptions("array"), shards=64, splits={"train": 0.8, "val": 0.2}, skip_bad=True)
+        started = time.perf_counter()
+        pipeline = beam.Pipeline()
+        chips_to_tfrecords.build(pipeline, root, str(tmp_path / f"out{count}"), options)
+        sizes[count] = len(pipeline.to_runner_api().SerializeToString())
+        assert time.perf_counter() - started < 30  # no listing: seconds whatever the count
+        assert not any("/images" in prefix or "/labels" in prefix for prefix in MemoryFileSystem.listed)
+    assert sizes[1_000_000] <= 1_000_000
+    assert abs(sizes[1_000_000] - sizes[10]) <= 64  # only the folder name differs
 
 
 def test_a_corrupt_chip_fails_the_pipeline_before_dataset_json(chips, tmp_path):
@@ -97,13 +156,19 @@ def test_shards_are_capped_at_a_splits_chips_and_overwrite_replaces_an_earlier_r
     from tfchips.records.plan import plan_shards
 
     out = tmp_path / "out"
-    splits = {"train": 0.98, "val": 0.01, "test": 0.01}
-    plan = plan_shards([p.name for p in find_chip_pairs(str(chips)).pairs], 8, splits)
-    assert sorted(map(len, plan.shards.values()))[:2] == [0, 1]  # a split without chips, one with fewer than 8
-    chips_to_tfrecords.main([str(chips), "--out", str(out), "--split", "train=0.98,val=0.01,test=0.01", "--shards", "8"])
+    splits = {"train": 0.9, "val": 0.05, "test": 0.05}
+    names = [p.name for p in find_chip_pairs(str(chips)).pairs]
+    # A seed that leaves a split without chips, and another with fewer chips than shards.
+    seed = next(
+        s for s in range(200)
+        if sorted(len(plan_shards(names, 8, splits, seed=s).split_names(split)) for split in splits)[:2][0] == 0
+        and 0 < sorted(len(plan_shards(names, 8, splits, seed=s).split_names(split)) for split in splits)[1] < 8
+    )
+    plan = plan_shards(names, 8, splits, seed=seed)
+    chips_to_tfrecords.main([str(chips), "--out", str(out), "--split", "train=0.9,val=0.05,test=0.05", "--shards", "8", "--seed", str(seed)])
     described = read_dataset_json(str(out))
     for split, shards in plan.shards.items():
-        # As the local writer: no more shards than chips, no empty shard, none for a split without chips.
+        # As the local writer: no more shards than chips, none for a split without chips.
         assert [s["records"] for s in described["splits"][split]["shards"]] == [len(names) for names in shards]
     with pytest.raises(ConfigError, match="pass `overwrite=True` to replace them"):
         chips_to_tfrecords.main([str(chips), "--out", str(out), "--shards", "1"])
@@ -127,26 +192,3 @@ def test_skip_bad_leaves_out_the_chip_unlike_most(chips, tmp_path):
     described = read_dataset_json(str(tmp_path / "out"))
     assert [s["name"] for s in described["skipped"]] == [odd.stem]
     assert described["splits"]["data"]["records"] == len(list((copy / "images").iterdir())) - 1
-
-
-@pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_shard_info_counts_records_while_hashing(tmp_path, compression):
-    import hashlib
-
-    import tensorflow as tf
-
-    from tfchips.errors import RecordError
-
-    path = str(tmp_path / f"train-00000-of-00001.tfrecord{'.gz' if compression == 'gzip' else ''}")
-    records = [b"a" * 10, b"", b"b" * (3 << 20), b"c" * 7]  # one record larger than a read block
-    with tf.io.TFRecordWriter(path, "GZIP" if compression == "gzip" else "") as writer:
-        for record in records:
-            writer.write(record)
-    data = open(path, "rb").read()
-    split, info = chips_to_tfrecords.shard_info(path, compression)
-    assert (split, info.file, info.records) == ("train", path.rsplit("/", 1)[-1], 4)
-    assert info.sha256 == hashlib.sha256(data).hexdigest()
-    if compression == "none":
-        open(path, "wb").write(data[:-3])
-        with pytest.raises(RecordError, match="truncated TFRecord shard"):
-            chips_to_tfrecords.shard_info(path, compression)

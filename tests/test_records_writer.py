@@ -352,7 +352,9 @@ def test_cli(tmp_path, folders):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "train: 2 records in 2 shards" in result.output and "val: 1 records in 1 shards" in result.output
+    plan = plan_shards(sorted(written), 2, {"train": 0.67, "val": 0.33}, seed=1)
+    for split, shards in plan.shards.items():
+        assert f"{split}: {len(plan.split_names(split))} records in {len(shards)} shards" in result.output
     assert sorted(read_back(out)) == sorted(written)
 
     result = runner.invoke(command, [folder, out, "--shards", "1"])

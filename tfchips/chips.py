@@ -189,6 +189,11 @@ def check_metadata_mode(folder: str) -> None:
         return  # not an ESRI export; listing the folder reports a missing folder
     except OSError as error:
         raise ChipError(f"{path}: cannot read ESRI statistics ({error.strerror})") from None
+    check_esri_statistics(content, path)
+
+
+def check_esri_statistics(content: bytes, path: str) -> None:
+    """`check_metadata_mode` of the first `ESRI_STATS_MAX_BYTES` + 1 bytes of ``path``, an ESRI statistics file."""
     if len(content) > ESRI_STATS_MAX_BYTES:
         raise ChipError(f"{path}: ESRI statistics over {ESRI_STATS_MAX_BYTES // 2**20} MiB; not an ESRI export")
     try:
@@ -341,17 +346,37 @@ def read_chip_pixels(path: str | os.PathLike, siblings: bool = True, channels_la
         return _pixels(dataset, channels_last)
 
 
-def _esri_class_names(path: str) -> dict[str, str] | None:
-    with open(path, encoding="utf-8-sig") as stream:
-        definition = json.load(stream)
+def _esri_class_names(definition) -> dict[str, str] | None:
     classes = definition.get("Classes") if isinstance(definition, dict) else None
     if not isinstance(classes, list):
         return None
     return {str(int(c["Value"])): str(c["Name"]) for c in classes if "Value" in c and "Name" in c}
 
 
+def parse_manifest(content: bytes, path: str) -> ChipManifest:
+    """The `ChipManifest` of ``content``, the bytes of ``manifest.json`` (ours) or an ESRI ``*.emd`` at ``path``.
+
+    Raises `ChipError` naming ``path`` when it is not valid JSON or not a JSON object.
+    """
+    try:
+        if not path.lower().endswith(".emd"):
+            manifest = json.loads(content.decode("utf-8"))
+            if not isinstance(manifest, dict):
+                raise TypeError(f"a JSON object was expected, not {type(manifest).__name__}")
+            names, statistics = manifest.get("class_names"), manifest.get("statistics")
+            if not isinstance(statistics, (dict, type(None))):
+                raise TypeError(f"statistics must be an object, not {type(statistics).__name__}")
+            return ChipManifest(
+                statistics=statistics,
+                class_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None,
+            )
+        return ChipManifest(statistics=None, class_names=_esri_class_names(json.loads(content.decode("utf-8-sig"))))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ChipError(f"{path}: not a valid chip manifest ({error})") from None
+
+
 def read_manifest(folder: str | os.PathLike) -> ChipManifest:
-    """Class names and statistics from ``manifest.json`` (ours) or an ESRI ``*.emd``.
+    """Class names and statistics from ``manifest.json`` (ours) or an ESRI ``*.emd`` (`parse_manifest`).
 
     Missing files give None fields; a file that exists but cannot be read, is not
     valid JSON or is not a JSON object raises `ChipError` naming it.
@@ -359,27 +384,15 @@ def read_manifest(folder: str | os.PathLike) -> ChipManifest:
     root = os.fspath(folder)
     manifest = os.path.join(root, MANIFEST_NAME)
     try:
-        if os.path.isfile(manifest):
-            with open(manifest, encoding="utf-8") as stream:
-                content = json.load(stream)
-            if not isinstance(content, dict):
-                raise TypeError(f"a JSON object was expected, not {type(content).__name__}")
-            names, statistics = content.get("class_names"), content.get("statistics")
-            if not isinstance(statistics, (dict, type(None))):
-                raise TypeError(f"statistics must be an object, not {type(statistics).__name__}")
-            return ChipManifest(
-                statistics=statistics,
-                class_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None,
-            )
-        emds = sorted(n for n in os.listdir(root) if n.lower().endswith(".emd"))
-        if emds:
+        if not os.path.isfile(manifest):
+            emds = sorted(n for n in os.listdir(root) if n.lower().endswith(".emd"))
+            if not emds:
+                return ChipManifest(statistics=None, class_names=None)
             manifest = os.path.join(root, emds[0])
-            return ChipManifest(statistics=None, class_names=_esri_class_names(manifest))
+        with open(manifest, "rb") as stream:
+            return parse_manifest(stream.read(), manifest)
     except OSError as error:
         raise ChipError(f"{error.filename or manifest}: cannot read chip manifest ({error.strerror})") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise ChipError(f"{manifest}: not a valid chip manifest ({error})") from None
-    return ChipManifest(statistics=None, class_names=None)
 
 
 def valid_pixels(image: np.ndarray, nodata: int | float | None) -> np.ndarray:

@@ -166,6 +166,7 @@ def writer_options(values: dict, progress: bool = True) -> WriterOptions:
         split_by=values["split_by"],
         seed=values["seed"],
         statistics=values["statistics"],
+        exact_statistics=values.get("exact_statistics", False),
         skip_bad=values["skip_bad"],
         overwrite=values["overwrite"],
         progress=progress,

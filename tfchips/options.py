@@ -347,7 +347,13 @@ def _record_option_list() -> dict:
             "--statistics/--no-statistics",
             default=True,
             show_default=True,
-            help="Band statistics and class counts in dataset.json (computed when the chip manifest has none).",
+            help="Band statistics and class counts in dataset.json: the chip manifest's, else computed from"
+            " about 1 chip in 64 (at least 16).",
+        ),
+        "exact_statistics": click.option(
+            "--exact-statistics",
+            is_flag=True,
+            help="Compute the statistics from every chip rather than a sample (decodes every chip).",
         ),
         "skip_bad": click.option("--skip-bad", is_flag=True, help="Leave unpaired and corrupt chips out, listed in dataset.json."),
     }
@@ -360,3 +366,15 @@ def record_options(function, names: tuple[str, ...] | None = None):
     for name in reversed(list(chosen) if names is None else list(names)):
         function = chosen[name](function)
     return function
+
+
+def tfrecords_arguments(function):
+    """The whole ``to-tfrecords`` command line: CHIPS, ``--out`` (or the deprecated positional OUT),
+    `record_options` and ``--overwrite``; ``beam_pipelines.chips_to_tfrecords`` takes the same."""
+    function = click.option(
+        "--overwrite", is_flag=True, help="Replace what an earlier run left in --out: its shards and dataset.json."
+    )(function)
+    function = record_options(function)
+    function = out_option("Folder of the shards and dataset.json.", required=False)(function)
+    function = legacy_out_argument(function)
+    return click.argument("chips", type=click.Path(file_okay=False))(function)

@@ -14,13 +14,7 @@ from tfchips.records.writer import DATASET_JSON, write_tfrecords
 
 
 @click.command("to-tfrecords")
-@click.argument("chips", type=click.Path(file_okay=False))
-@options.legacy_out_argument
-@options.out_option("Folder of the shards and dataset.json.", required=False)
-@options.record_options
-@click.option(
-    "--overwrite", is_flag=True, help="Replace what an earlier run left in --out: its shards and dataset.json."
-)
+@options.tfrecords_arguments
 def command(**values) -> None:
     """Translate the chip folder CHIPS (images/ + labels/) into TFRecord shards in --out.
 

@@ -9,11 +9,17 @@
 - `encoder`: `encode_chip_pair`, one chip pair to one serialized record (pure,
   picklable: the unit a Beam pipeline maps).
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
-- `plan`: `plan_shards`, which split and shard each chip goes to.
+- `plan`: which split and shard each chip goes to, from its name and the seed (`split_of`,
+  `shard_of`, `plan_shards`), and which chips the statistics sample.
+- `options`: `WriterOptions`, and the click options of ``to-tfrecords`` that set them.
+- `shards`: `write_shard` and `finish_dataset`, the one shard writer of the local job and Beam.
+- `chip_listing`: a chip folder listed, paired and read through Beam's FileSystems (any URL).
+- `record_plan`: the worker steps of a chips-to-records pipeline, and its `RecordPlan`.
+- `pool`: the local writer's ordered, memory-bounded worker pool.
 - `raster_spec`: `RasterSpec`, what every image (or label) of a dataset shares.
 - `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
 - `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
-- `writer`: `write_tfrecords`, the local parallel writer.
+- `writer`: `write_tfrecords`, the local parallel writer of a chip folder.
 """
 
 from tfchips.records.codecs import DECODERS, ENCODINGS, EncodedRaster, encode_png, png_channels

@@ -38,7 +38,7 @@ MAX_SHARDS = 99_999  # per split: shard names count them in five digits
 MAX_RECORDS = 2**40
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
-STATISTICS_SOURCES = ("manifest", "computed")
+STATISTICS_SOURCES = ("manifest", "computed", "sample")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfchips import storage
 from tfchips.chips import ChipGeoreference, ChipHeader, ChipPair, open_chip, read_chip_header
 from tfchips.errors import ChipError, ConfigError
 from tfchips.records.codecs import (
@@ -125,6 +126,25 @@ def read_header(path: str) -> ChipHeader:
     return read_geotiff_header(path, _read_file(path)) or read_chip_header(path)
 
 
+def file_header(file: ChipFile) -> ChipHeader:
+    """`read_header` of a chip file already read (local or URL)."""
+    tiff = parse_geotiff(file.path, file.data, file.aux)
+    if tiff is not None:
+        return tiff.header
+    with _gdal(file.path) as (header, _):
+        return header
+
+
+def _gdal(path: str):
+    """`open_chip` of a local chip; a chip at a URL that GDAL would have to open is refused."""
+    if storage.is_url(path):
+        raise ChipError(
+            f"{path}: only GeoTIFFs that hold their own georeferencing (no .aux.xml) can be read from a URL;"
+            " copy the folder to local disk"
+        )
+    return open_chip(path)
+
+
 def _load(file: ChipFile, encoding: str, decoder: str, want_pixels: bool) -> _Loaded:
     """Encode one chip file; decode it only when ``want_pixels`` (or its encoding) asks."""
     path, data = file.path, file.data
@@ -137,7 +157,7 @@ def _load(file: ChipFile, encoding: str, decoder: str, want_pixels: bool) -> _Lo
         gdal = functools.partial(_geotiff_pixels, data, tiff)
         pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
     else:
-        with open_chip(path) as (header, gdal):  # one GDAL open for the header and, if needed, the pixels
+        with _gdal(path) as (header, gdal):  # one GDAL open for the header and, if needed, the pixels
             pixels = decode_pixels(data, header, decoder, gdal) if decodes else None
     encoded = encode_file(data, header) if encoding == "bytes" else encode_pixels(pixels, encoding, path)
     return _Loaded(encoded, header.georeference, pixels)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from typing import BinaryIO
 
 import google_crc32c
 
@@ -30,16 +31,19 @@ def masked_crc32c(data: bytes) -> bytes:
 class TFRecordFile:
     """A TFRecord file open for writing; ``compression`` is ``none``, ``gzip`` or ``zlib``.
 
+    ``stream``, when given, is where the bytes go (a Beam FileSystems file, say)
+    instead of a new local file at ``path``; closing the TFRecordFile closes it.
+
     ``sha256`` hashes the file's bytes as they are written: cheaper than reading
     the file back, whose bytes have left the CPU caches by then.
     """
 
-    def __init__(self, path: str, compression: str = "none"):
+    def __init__(self, path: str, compression: str = "none", stream: BinaryIO | None = None):
         if compression not in _WINDOW_BITS:
             raise ValueError(f"unknown compression {compression!r}; expected one of {', '.join(_WINDOW_BITS)}")
         bits = _WINDOW_BITS[compression]
         self._compressor = None if bits is None else zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, bits)
-        self._stream = open(path, "wb")
+        self._stream = open(path, "wb") if stream is None else stream
         self.sha256 = hashlib.sha256()
 
     def write(self, record: bytes) -> None:
@@ -52,6 +56,8 @@ class TFRecordFile:
         self.sha256.update(data)
 
     def close(self) -> None:
+        if self._stream.closed:
+            return
         try:
             if self._compressor is not None:
                 self._put(self._compressor.flush())
