@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 # Until the `shards` branch lands, Beam's sink chooses which shard holds a record and in what
-# order, and dataset.json differs in fields listed in `_AGREED_FIELDS`' comment. After that merge,
-# the lead sets this to True: shards then compare byte for byte and dataset.json in full.
+# order, and dataset.json differs in the fields `_AGREED_FIELDS`' comment names. After that merge
+# the lead sets this to True: shards then compare byte for byte and dataset.json whole.
 BYTE_IDENTICAL_SHARDS = False
 
-# dataset.json fields every pipeline writes as `tfchips to-tfrecords` does today. Not yet:
-# ``statistics`` (Beam merges moments in its own order: equal up to rounding; tiles-to-records
-# also differs in ``statistics_source`` and lacks ``class_frequencies``), ``splits``' shard
-# files and digests (Beam's sink places records), and the run's own ``tfchips_version``-free
-# fields are compared below one by one.
+# dataset.json fields every pipeline writes as `tfchips to-tfrecords` does today. The rest,
+# until `BYTE_IDENTICAL_SHARDS`: ``statistics`` (Beam merges moments in its own order: equal up
+# to rounding, compared so), ``splits`` (their record counts compared; shard files' digests differ
+# as Beam's sink places records), and the tiles-to-records pipeline's ``statistics_source`` and
+# missing ``class_frequencies``.
 _AGREED_FIELDS = ("schema", "image", "label", "features", "class_names", "compression")
 
 # Manifest parameters that name the run, not the job: where it wrote and how many local workers.
