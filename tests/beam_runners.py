@@ -100,11 +100,17 @@ def service(argv: list[str], port: int, log: str, env: dict | None = None) -> It
 
 
 @contextlib.contextmanager
-def job_service(folder: str) -> Iterator[Service]:
-    """Beam's Python job service on loopback, its gRPC servers rebound by `loopback_grpc`."""
+def job_service(folder: str, scheduled: bool = False) -> Iterator[Service]:
+    """Beam's Python job service on loopback, its gRPC servers rebound by `loopback_grpc`.
+
+    The job service runs every job on one SDK worker whatever the options say; ``scheduled``
+    makes it honour ``--direct_num_workers`` (`_scheduled_workers`), as runners that schedule
+    workers (Flink, Spark, Dataflow) honour theirs: for benchmarks, not a runner of the project.
+    """
     port = free_port()
     module = "apache_beam.runners.portability.local_job_service_main"
-    argv = [sys.executable, os.path.abspath(__file__), module, "--port", str(port), "--staging_dir", folder]
+    flags = [_SCHEDULED] if scheduled else []
+    argv = [sys.executable, os.path.abspath(__file__), *flags, module, "--port", str(port), "--staging_dir", folder]
     with service(argv, port, os.path.join(folder, "job_service.log")) as started:
         yield started
 
@@ -242,8 +248,34 @@ def listening_hosts(pid: int) -> set[str]:
 LOOPBACK_HEX = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
 
 
+_SCHEDULED = "--scheduled-workers"
+
+
+def _scheduled_workers() -> None:
+    """Make the FnApiRunner of Beam's job service run each stage on ``--direct_num_workers`` workers.
+
+    Beam 2.77 fixes ``FnApiRunner._num_workers = 1`` and reads the option only in
+    ``run_pipeline``, the DirectRunner's entry; the job service calls ``run_via_runner_api``.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    original = fn_runner.FnApiRunner.run_via_runner_api
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        # Options reach the job service as JSON strings.
+        self._num_workers = int(options.view_as(DirectOptions).direct_num_workers or 1)
+        return original(self, pipeline_proto, options)
+
+    fn_runner.FnApiRunner.run_via_runner_api = run_via_runner_api
+
+
 def _serve(argv: list[str]) -> None:
-    """Run module ``argv[0]`` as ``__main__`` with arguments ``argv[1:]``, its gRPC servers on loopback."""
+    """Run module ``argv[0]`` as ``__main__`` with arguments ``argv[1:]``, its gRPC servers on loopback
+    (with `_SCHEDULED` first, `_scheduled_workers` too)."""
+    if argv[0] == _SCHEDULED:
+        _scheduled_workers()
+        argv = argv[1:]
     module, sys.argv = argv[0], argv
     with loopback_grpc():
         runpy.run_module(module, run_name="__main__", alter_sys=True)
