@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import time
 
-from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
+from tfchips.runners import check_runner, configure_filesystems, pipeline_arguments, quiet_beam, run_entry_point
 
 quiet_beam()  # before apache_beam is imported: it logs while it loads
 
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     check_runner(beam_args, (values["out"],))
+    configure_filesystems(beam_args)
     options = writer_options(values)
     with output_lock(values["out"]), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
         build(pipeline, values["chips"], values["out"], options)

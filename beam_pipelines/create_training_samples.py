@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from tfchips.runners import check_runner, pipeline_arguments, quiet_beam, run_entry_point
+from tfchips.runners import check_runner, configure_filesystems, pipeline_arguments, quiet_beam, run_entry_point
 
 quiet_beam()  # before apache_beam is imported: it logs while it loads
 
@@ -44,7 +44,14 @@ from tfchips.grid import Tile
 from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.labels import load_ground_truth
 from tfchips.lock import output_lock
-from tfchips.manifest import ROWS_SUFFIX, ManifestSummary, remove_stale_rows, row_line, rows_prefix
+from tfchips.manifest import (
+    ROWS_SUFFIX,
+    ManifestSummary,
+    remove_stale_rows,
+    row_line,
+    rows_prefix,
+    summary_statistics,
+)
 from tfchips.options import command_flags, create_samples_options, options_from_config, record_options
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import check_output_folder
@@ -81,8 +88,14 @@ class SampleTile(beam.DoFn):
         yield record, band_names
 
 
+OUTCOMES = "outcomes"
+
+
 class SampleRecord(SampleTile):
-    """One tile to its encoded record (`encode_sample`), made in memory: no chip is written."""
+    """One tile to its encoded record (`encode_sample`), made in memory: no chip is written.
+
+    Every tile's record and band names also go to the ``outcomes`` output, whose summary gives
+    dataset.json the statistics the chip manifest would (`summary_statistics`)."""
 
     def __init__(self, job: SampleJob, records: RecordOptions) -> None:
         super().__init__(job)
@@ -97,6 +110,7 @@ class SampleRecord(SampleTile):
             except ChipError as error:
                 record = dataclasses.replace(record, status=FAILED, reason=str(error))
         yield from self.counted(record)
+        yield beam.pvalue.TaggedOutput(OUTCOMES, (record, sample.band_names))
         if encoded is not None:
             yield encoded
 
@@ -130,8 +144,9 @@ def write_metadata(
 
 
 def _dead_letter(failures: beam.PCollection, folder: str) -> None:
+    """Failed tiles as JSON lines in FOLDER/dead_letter/ (no file when none failed)."""
     _ = failures | "WriteFailures" >> beam.io.WriteToText(
-        storage.join(folder, "dead_letter", "failures"), file_name_suffix=".jsonl"
+        storage.join(folder, "dead_letter", "failures"), file_name_suffix=".jsonl", skip_if_empty=True
     )
 
 
@@ -171,13 +186,22 @@ def build_records(
     pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, out: str, options: WriterOptions
 ) -> None:
     """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
-    records = dataclasses.replace(options.records, statistics=options.statistics)
+    # The statistics come from the tiles' summary, as the CLI's come from the chip manifest.
+    records = dataclasses.replace(options.records, statistics=False)
     results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(
-        FAILED, main="records"
+        FAILED, OUTCOMES, main="records"
     )
     _dead_letter(results[FAILED], job.out)
     class_names = {str(k): v for k, v in job.class_names.items()} or None
-    write_records(results.records, chips_plan(results.records, options), options, out, class_names, None)
+    statistics = (
+        results[OUTCOMES]
+        | "Summary" >> beam.CombineGlobally(CombineManifest())
+        | "Statistics" >> beam.MapTuple(summary_statistics)
+    )
+    write_records(
+        results.records, chips_plan(results.records, options), options, out, class_names,
+        beam.pvalue.AsSingleton(statistics),
+    )
 
 
 _RECORD_OPTIONS = (
@@ -246,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values["tfrecords"]
     check_runner(beam_args, (values["out"], out))
+    configure_filesystems(beam_args)
     with contextlib.ExitStack() as locks:
         # Local outputs are locked before anything is written to them (URLs are not locked).
         for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):

@@ -37,11 +37,6 @@ def test_a_million_tile_chip_folder_pipeline_is_as_small_as_a_ten_thousand_tile_
     assert abs(large - small) <= 0.1 * small, (large, small)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_records (beam_pipelines/chips_to_tfrecords.py) plans splits from every chip name in the driver"
-    " and pickles the split of each into its filters; issue 14's shard writer computes it per key in the workers",
-)
 def test_a_million_tile_tfrecords_pipeline_is_as_small_as_a_ten_thousand_tile_one(demo, tmp_path):
     records = ["--encoding", "array", "--split", "train=0.8,val=0.2", "--shards", "4"]
     large = graph_bytes(demo, tmp_path / "large", 1_000_000, "--tfrecords", str(tmp_path / "large-records"), *records)

@@ -123,7 +123,6 @@ def test_a_failing_tile_is_a_dead_letter_and_nowhere_else(failed_run, expected):
     assert written == sorted(GOOD)
 
 
-@pytest.mark.xfail(strict=True, reason="the `sample` branch counts failed tiles in the manifest and exits 1 for them")
 @pytest.mark.timeout(RUN_SECONDS)
 def test_a_failing_tile_is_counted_in_the_manifest_and_fails_the_run_as_the_cli(failed_run, expected):
     assert manifest(str(failed_run.out)) == manifest(str(expected.failing_chips))

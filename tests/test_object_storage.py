@@ -20,16 +20,6 @@ pytest.importorskip("boto3", reason="the test extra's apache-beam[aws] brings bo
 pytest.importorskip("moto", reason="the test extra's moto[server] is the loopback S3 server")
 
 S3_SECONDS = 240
-# What stops each pipeline on s3:// today, for the branches that fix it.
-DRIVER_OPTIONS = (
-    "the entry point checks s3:// outputs (FileSystems.exists) before beam.Pipeline sets FileSystems' options: "
-    "Beam's S3 filesystem raises 'Must provide one of client or options'"
-)
-EMPTY_DEAD_LETTERS = (
-    "a run without failed tiles writes an empty dead-letter file, and Beam's S3 uploader cannot complete a "
-    "multipart upload of no parts (MalformedXML): WriteToText needs skip_if_empty=True"
-)
-SCANDIR = "chips_to_tfrecords lists the chip folder with os.scandir: 's3://bucket/chips/images: no such folder'"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +79,6 @@ def test_boto3_and_gdal_read_back_what_the_loopback_s3_holds(on_s3, expected, tm
             assert (remote.transform, remote.crs) == (local.transform, local.crs)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{DRIVER_OPTIONS}; {EMPTY_DEAD_LETTERS}")
 @pytest.mark.timeout(S3_SECONDS)
 def test_chip_folder_pipeline_writes_the_cli_chips_to_s3(demo, on_s3, expected, tmp_path):
     out = f"s3://{on_s3.bucket}/chips"
@@ -97,7 +86,6 @@ def test_chip_folder_pipeline_writes_the_cli_chips_to_s3(demo, on_s3, expected, 
     assert_same_chips(str(expected.chips), download(on_s3, "chips", tmp_path / "back"))
 
 
-@pytest.mark.xfail(strict=True, reason=f"{DRIVER_OPTIONS}; {EMPTY_DEAD_LETTERS}")
 @pytest.mark.timeout(S3_SECONDS)
 def test_tiles_to_records_pipeline_writes_the_cli_dataset_to_s3(demo, on_s3, expected, tmp_path):
     bucket = f"s3://{on_s3.bucket}"
@@ -107,7 +95,6 @@ def test_tiles_to_records_pipeline_writes_the_cli_dataset_to_s3(demo, on_s3, exp
     assert_same_dataset(str(expected.records), download(on_s3, "tiles-records", tmp_path / "back"))
 
 
-@pytest.mark.xfail(strict=True, reason=SCANDIR)
 @pytest.mark.timeout(S3_SECONDS)
 def test_chips_to_tfrecords_pipeline_reads_and_writes_s3(on_s3, expected, tmp_path):
     chips = upload(on_s3, expected.chips, "chip-folder")

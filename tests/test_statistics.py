@@ -63,3 +63,21 @@ def test_default_statistics_come_from_the_sample_and_exact_from_every_chip(tmp_p
             assert stats["count"] == images[..., band].size
             assert stats["mean"] == pytest.approx(images[..., band].mean(), rel=1e-12)
             assert stats["std"] == pytest.approx(images[..., band].std(), rel=1e-9)
+
+
+def test_integer_bands_merge_to_the_same_bits_in_any_order():
+    # A Beam combiner merges tiles in its own order; the manifest must not depend on it.
+    rng = np.random.default_rng(3)
+    chips = [chip_statistics(rng.integers(0, 4000, (16, 16, 2), dtype=np.uint16), None,
+                             rng.integers(0, 3, (16, 16), dtype=np.uint8), None) for _ in range(12)]
+    orders = [list(range(12)), list(reversed(range(12))), list(rng.permutation(12))]
+    merged = []
+    for order in orders:
+        total = chips[order[0]]
+        for index in order[1:]:
+            total = total.merge(chips[index])
+        merged.append(total)
+    pairwise = (chips[0].merge(chips[1])).merge(chips[2].merge(chips[3]))
+    for index in range(4, 12):
+        pairwise = pairwise.merge(chips[index])
+    assert merged[0] == merged[1] == merged[2] == pairwise

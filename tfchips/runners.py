@@ -70,6 +70,15 @@ def check_runner(beam_args: list[str], outputs: tuple[str | None, ...] = ()) -> 
         raise ConfigError(f"{needs} needs the gcp extra, which is not installed: pip install 'tfchips[gcp]'")
 
 
+def configure_filesystems(beam_args: list[str]) -> None:
+    """Give Beam's filesystems (S3 endpoint and keys, GCS project, ...) the pipeline's options now,
+    so that output URLs can be checked and cleaned before the pipeline is built."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(beam_args))
+
+
 def _gcp_installed() -> bool:
     try:
         # The Google Cloud Storage client is what the gcp extra adds and Dataflow and gs:// both need.

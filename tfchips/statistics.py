@@ -19,7 +19,10 @@ import numpy as np
 class BandMoments:
     """Count, mean, sum of squared deviations, min and max of one band's valid pixels.
 
-    Merging with Chan's pairwise formula keeps the variance exact where sums of
+    ``sums`` (sum of values, sum of squares, as exact integers) is kept for integer
+    bands counted by histogram: merging adds them exactly, so the merged moments have
+    the same bits in whatever order tiles are merged (a Beam combiner's order is its
+    own). Otherwise Chan's pairwise formula keeps the variance exact where sums of
     squares of large values would cancel.
     """
 
@@ -28,6 +31,12 @@ class BandMoments:
     m2: float
     minimum: float
     maximum: float
+    sums: tuple[int, int] | None = None
+
+    @classmethod
+    def of_sums(cls, count: int, total: int, squares: int, minimum: float, maximum: float) -> BandMoments:
+        """Moments from exact integer sums, each rounded once: n * sum(x^2) - sum(x)^2 is exact."""
+        return cls(count, total / count, (count * squares - total * total) / count, minimum, maximum, (total, squares))
 
     def merge(self, other: BandMoments) -> BandMoments:
         if not other.count:
@@ -35,13 +44,17 @@ class BandMoments:
         if not self.count:
             return other
         count = self.count + other.count
+        minimum, maximum = min(self.minimum, other.minimum), max(self.maximum, other.maximum)
+        if self.sums is not None and other.sums is not None:
+            total, squares = self.sums[0] + other.sums[0], self.sums[1] + other.sums[1]
+            return BandMoments.of_sums(count, total, squares, minimum, maximum)
         delta = other.mean - self.mean
         return BandMoments(
             count,
             self.mean + delta * other.count / count,
             self.m2 + other.m2 + delta * delta * self.count * other.count / count,
-            min(self.minimum, other.minimum),
-            max(self.maximum, other.maximum),
+            minimum,
+            maximum,
         )
 
 
@@ -103,9 +116,8 @@ def _histogram_moments(counts: np.ndarray) -> BandMoments:
         return _moments(np.empty(0))
     frequencies = counts[values].astype(np.int64)
     values = values.astype(np.int64)
-    # Python integers: n * sum(x^2) - sum(x)^2 is exact, so m2 is rounded once.
     n, total, squares = int(frequencies.sum()), int(frequencies @ values), int(frequencies @ (values * values))
-    return BandMoments(n, total / n, (n * squares - total * total) / n, float(values[0]), float(values[-1]))
+    return BandMoments.of_sums(n, total, squares, float(values[0]), float(values[-1]))
 
 
 def _band_moments(band: np.ndarray, nodata: float | None) -> BandMoments:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
 import os
 from dataclasses import dataclass
@@ -184,9 +185,7 @@ def write_shard(
     file = shard_file_name(split, index, count, options.compression)
     path = temporary_path(out, file)
     summary, bad, records = DatasetSummary(), [], 0
-    with _output_errors(path):
-        stream = _create(path)
-    shard = TFRecordFile(path, options.compression, stream)
+    shard = None  # created with the first record: a shard without records has no file
     try:
         for chip in chips:
             chip = check_signature(chip, reference)
@@ -201,16 +200,21 @@ def write_shard(
                 bad.append(chip)
                 continue
             with _output_errors(path):
+                if shard is None:
+                    shard = TFRecordFile(path, options.compression, _create(path))
                 shard.write(chip.record)
             records += 1
-        with _output_errors(path):
-            shard.close()
+        if shard is not None:
+            with _output_errors(path):
+                shard.close()
     except BaseException:
-        with contextlib.suppress(OSError):
-            shard.close()
-        _remove(path)
+        if shard is not None:
+            with contextlib.suppress(OSError):
+                shard.close()
+            _remove(path)
         raise
-    return ShardResult(split, index, ShardInfo(file, records, shard.sha256.hexdigest()), summary, tuple(bad))
+    digest = shard.sha256.hexdigest() if shard is not None else ""
+    return ShardResult(split, index, ShardInfo(file, records, digest), summary, tuple(bad))
 
 
 def ordered_chips(chips: Iterable[EncodedChip | BadChip], seed: int) -> list[EncodedChip | BadChip]:
@@ -238,10 +242,26 @@ def remove_stale_files(stale: Iterable[str], keep: Iterable[str] = ()) -> None:
             _remove(path)
 
 
-def _publish_shards(out: str, results: list[ShardResult], stale: Iterable[str]) -> None:
-    finals = [storage.join(out, r.info.file) for r in results]
+def _numbered(results: list[ShardResult], options: WriterOptions) -> list[tuple[ShardResult, ShardInfo]]:
+    """The shards that hold records, each with its published name: numbered anew within its split.
+
+    A split's chips fall into shards by a hash of their names (`tfchips.records.plan`), so a
+    shard may get none; it is not written, and the others are named ``-of-`` their own count.
+    """
+    kept = [r for r in results if r.info.records]
+    counts = collections.Counter(r.split for r in kept)
+    numbered, seen = [], collections.Counter()
+    for result in kept:
+        name = shard_file_name(result.split, seen[result.split], counts[result.split], options.compression)
+        seen[result.split] += 1
+        numbered.append((result, dataclasses.replace(result.info, file=name)))
+    return numbered
+
+
+def _publish_shards(out: str, numbered: list[tuple[ShardResult, ShardInfo]], stale: Iterable[str]) -> None:
+    finals = [storage.join(out, info.file) for _, info in numbered]
     remove_stale_files(stale, keep=finals)
-    for result, final in zip(results, finals):
+    for (result, _), final in zip(numbered, finals):
         temporary = temporary_path(out, result.info.file)
         if storage.is_url(out):
             from apache_beam.io.filesystems import FileSystems
@@ -332,10 +352,11 @@ def finish_dataset(
     except BaseException:
         discard_shards(out, results)
         raise
-    _publish_shards(out, results, stale)
+    numbered = _numbered(results, options)
+    _publish_shards(out, numbered, stale)
     splits: dict[str, list[ShardInfo]] = collections.defaultdict(list)
-    for result in results:
-        splits[result.split].append(result.info)
+    for result, info in numbered:
+        splits[result.split].append(info)
     splits = {split: splits.get(split, []) for split in options.splits}
     statistics, source = None, None
     if summary.statistics is not None:
