@@ -72,6 +72,7 @@ from tfchips.records.plan import (
     shards_for_size,
 )
 from tfchips.records.raster_spec import RasterSpec
+from tfchips.records.tfds_metadata import write_tfds_metadata
 from tfchips.records.tfrecord import TFRecordFile
 from tfchips.redaction import redact_json
 from tfchips.statistics import ChipStatistics, statistics_json
@@ -300,6 +301,7 @@ def write_dataset_json(out: str | os.PathLike, description: DatasetInfo | Mappin
     content = DatasetInfo.of(description, path).as_json()
     DatasetInfo.from_mapping(content, path)
     storage.publish(path, (json.dumps(redact_json(content), indent=2) + "\n").encode("utf-8"))
+    write_tfds_metadata(out, DatasetInfo.of(description, path))
     return path
 
 
