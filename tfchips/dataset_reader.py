@@ -35,6 +35,7 @@ from tfchips.figures import format_number
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
 from tfchips.records.raster_spec import raster_json
 from tfchips.records.schema import decode_example
+from tfchips.records.tfds_metadata import METADATA_FILES
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ def open_dataset(path: str | os.PathLike) -> ChipSource | RecordSource:
             f"{path}: neither a chip folder ({IMAGES_DIR}/ and {LABELS_DIR}/) nor a TFRecord folder ({DATASET_JSON})"
         )
     matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path] if os.path.isfile(path) else []
-    matches = [m for m in matches if os.path.basename(m) != DATASET_JSON]
+    matches = [m for m in matches if os.path.basename(m) not in METADATA_FILES]
     if not matches:
         raise ChipError(f"{path}: no such chip folder, TFRecord folder or shard file")
     return _record_files(path, matches)

@@ -10,9 +10,12 @@
   picklable: the unit a Beam pipeline maps).
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: `plan_shards`, which split and shard each chip goes to.
-- `raster_spec`: `RasterSpec`, what every image (or label) of a dataset shares.
+- `raster_spec`: `RasterSpec`, the record format of one raster: encode, decode (numpy),
+  decode in-graph (`graph_decoder`) and JSON both ways.
+- `graph_decoder`: `decode_tensor`, one side of a record decoded in the TensorFlow graph.
 - `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
 - `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
+- `tfds_metadata`: ``features.json`` and ``dataset_info.json``, so TensorFlow Datasets reads the shards.
 - `writer`: `write_tfrecords`, the local parallel writer.
 """
 
@@ -29,6 +32,7 @@ from tfchips.records.schema import (
     feature_spec,
     feature_table,
 )
+from tfchips.records.tfds_metadata import tfds_unreadable, write_tfds_metadata
 from tfchips.statistics import ChipStatistics, chip_statistics, statistics_json
 from tfchips.records.writer import (
     COMPRESSIONS,
@@ -83,7 +87,9 @@ __all__ = [
     "shard_paths",
     "shards_for_size",
     "statistics_json",
+    "tfds_unreadable",
     "worker_pool",
     "write_dataset_json",
+    "write_tfds_metadata",
     "write_tfrecords",
 ]

@@ -29,12 +29,14 @@ import json
 import os
 
 from tfchips import storage
-from tfchips.records.dataset_info import DatasetInfo
+from tfchips.records.dataset_info import DATASET_JSON, DatasetInfo
 from tfchips.records.raster_spec import RasterSpec
 from tfchips.records.schema import SCHEMA_VERSION
 
 DATASET_INFO_JSON = "dataset_info.json"
 FEATURES_JSON = "features.json"
+# Every file of a TFRecord folder that is not a shard (a glob such as ``records/*`` leaves them out).
+METADATA_FILES = (DATASET_JSON, DATASET_INFO_JSON, FEATURES_JSON)
 TFDS_NAME = "tfchips"
 # TFDS expands {SHARD_X_OF_Y} to 00000-of-00016: the writer's shard names (`shard_file_name`).
 FILEPATH_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}.tfrecord"
