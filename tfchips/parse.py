@@ -27,13 +27,12 @@ import tensorflow as tf
 
 from tfchips.errors import ConfigError, RecordError
 from tfchips.prediction import write_prediction
-from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
+from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info, shard_compression
 from tfchips.records.schema import LEGACY_SIDES, SCHEMA_VERSION, feature_spec, record_spec
 from tfchips.records.tfds_metadata import METADATA_FILES
 
 METADATA_KEYS = ("name", "key", "crs", "transform")
 DEFAULT_SHUFFLE_BUFFER = 256  # records; 256 chips of 256 x 256 x 4 uint16 hold 128 MB
-_SHARD_SUFFIXES = tuple(suffix for _, suffix in COMPRESSIONS.values())
 __all__ = ["DEFAULT_SHUFFLE_BUFFER", "find_shards", "make_dataset", "parse_example", "write_prediction"]
 
 
@@ -101,15 +100,6 @@ def _parse_legacy(serialized: tf.Tensor, info: DatasetInfo) -> dict[str, tf.Tens
 # ---------------------------------------------------------------------------
 # Finding shards and their description
 # ---------------------------------------------------------------------------
-
-
-def _is_shard(path: str) -> bool:
-    return path.endswith(_SHARD_SUFFIXES)
-
-
-def _compression_of(path: str) -> str:
-    """TFRecordDataset compression type of a shard, from its suffix."""
-    return next((kind for kind, suffix in COMPRESSIONS.values() if kind and path.endswith(suffix)), "")
 
 
 def _split_files(paths: list[str], split: str | None, where: str) -> list[str]:
@@ -185,7 +175,7 @@ def find_shards(
                 if not paths:
                     raise RecordError(f"{where}: split {split!r} has no records" if split else f"{where}: no records")
                 return paths, info
-            paths = sorted(os.path.join(where, n) for n in os.listdir(where) if _is_shard(n))
+            paths = sorted(os.path.join(where, n) for n in os.listdir(where) if shard_compression(n))
         else:
             paths = sorted(p for p in glob.glob(where) if os.path.isfile(p) and os.path.basename(p) not in METADATA_FILES)
     else:
@@ -303,7 +293,7 @@ def make_dataset(
     info = None if described is None else DatasetInfo.of(described, where)
     if compression is None and info is not None:
         compression = info.compression
-    kinds = [COMPRESSIONS[compression][0] if compression else _compression_of(p) for p in paths]
+    kinds = [COMPRESSIONS[compression or shard_compression(p) or "none"][0] for p in paths]
     if info is None:
         info = _describe_record(paths, kinds)
     elif batch_size is not None and None in info.image.shape[:2]:

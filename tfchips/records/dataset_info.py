@@ -240,6 +240,11 @@ def read_dataset_info(folder: str | os.PathLike) -> DatasetInfo:
     return DatasetInfo.from_json(text, path)
 
 
+def shard_compression(name: str) -> str | None:
+    """The compression (``none``, ``gzip``, ``zlib``) a shard file name's suffix says; None for no shard name."""
+    return next((kind for kind, (_, suffix) in COMPRESSIONS.items() if name.endswith(suffix)), None)
+
+
 def raster_specs(dataset: DatasetInfo | Mapping, path: str = DATASET_JSON) -> tuple[RasterSpec, RasterSpec]:
     """(image, label) specs of a `DatasetInfo`, or of a mapping that holds at least dataset.json's two."""
     if isinstance(dataset, DatasetInfo):
