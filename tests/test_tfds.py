@@ -65,6 +65,10 @@ def test_datasets_tfds_cannot_read_get_no_tfds_files_and_stale_ones_go(tmp_path)
     gzip = records(chips, tmp_path / "gzip", "array", compression="gzip")
     assert "uncompressed" in tfds_unreadable(read_dataset_info(gzip))
     assert not os.path.exists(gzip / FEATURES_JSON)
+    wide_ints = write_chips(tmp_path / "uint32", dtype="uint32", bands=("a",), sizes=(24,) * 2)
+    uint32 = records(wide_ints, tmp_path / "uint32-records", "array")
+    assert "no uint32" in tfds_unreadable(read_dataset_info(uint32))
+    assert not os.path.exists(uint32 / DATASET_INFO_JSON)
 
 
 def test_png_of_varying_chip_sizes_reads_in_tfds(tmp_path):

@@ -22,6 +22,8 @@ from tfchips.records.dataset_info import DATASET_JSON
 from tfchips.records.raster_spec import RasterSpec
 
 _PNG_PALETTE = 3  # PNG colour type of colour-mapped images
+# tf.io.decode_raw has no unsigned 32- and 64-bit outputs: read the bits as signed, then bitcast.
+_RAW_AS = {tf.uint32: tf.int32, tf.uint64: tf.int64}
 
 
 def _gdal_decode(data: bytes, shape: np.ndarray, dtype: str) -> np.ndarray:
@@ -86,7 +88,9 @@ def decode_tensor(spec: RasterSpec, data: tf.Tensor, shape: tf.Tensor, fmt: tf.T
     dtype = tf.as_dtype(spec.dtype)
     target = list(spec.shape) if None not in spec.shape else shape
     if spec.encoding == "array":
-        pixels = tf.reshape(tf.io.decode_raw(data[0], dtype, little_endian=True), target)
+        raw = _RAW_AS.get(dtype, dtype)
+        pixels = tf.reshape(tf.io.decode_raw(data[0], raw, little_endian=True), target)
+        pixels = pixels if raw == dtype else tf.bitcast(pixels, dtype)
     elif spec.encoding == "png":
         storage = tf.as_dtype(png_storage_dtype(spec.dtype, DATASET_JSON).name)
         # decode_png takes channels 0 (as stored), 1, 3 or 4; two-band PNGs are read as stored.

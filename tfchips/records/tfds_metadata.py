@@ -13,7 +13,8 @@ Not every dataset fits TFDS's feature classes; `tfds_unreadable` says why one
 does not, and then no TFDS files are written (stale ones are removed):
 
 - ``array`` maps to ``tfds.features.Tensor(encoding="bytes")``, which needs every
-  chip's rows and columns (TFDS keeps varying shapes under keys of its own);
+  chip's rows and columns (TFDS keeps varying shapes under keys of its own) and
+  decodes no ``uint32``;
 - ``png`` maps to ``tfds.features.Image``, which decodes one PNG of 1, 3 or 4
   bands of ``uint8`` or ``uint16``: not the several PNGs of more than 4 bands,
   2-band PNGs, or the ``int8``/``int16`` pixels tfchips stores bit for bit;
@@ -56,6 +57,8 @@ def _dimensions(shape) -> dict:
 def _side_unreadable(side: str, spec: RasterSpec) -> str | None:
     if spec.encoding == "bytes":
         return f"{side}: bytes chips are decoded by tfchips (GDAL or format sniffing), not by a TFDS feature"
+    if spec.encoding == "array" and spec.dtype == "uint32":
+        return f"{side}: TFDS's Tensor decodes no uint32 (tf.io.decode_raw has none)"
     if spec.encoding == "array" and None in spec.shape:
         return f"{side}: arrays of varying rows and columns ({list(spec.shape)}) need TFDS's own shape key"
     if spec.encoding == "png":
