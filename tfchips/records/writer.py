@@ -300,8 +300,8 @@ def write_dataset_json(out: str | os.PathLike, description: DatasetInfo | Mappin
     path = storage.join(os.fspath(out), DATASET_JSON)
     content = DatasetInfo.of(description, path).as_json()
     DatasetInfo.from_mapping(content, path)
+    write_tfds_metadata(out, DatasetInfo.of(description, path))  # before dataset.json, which completes a folder
     storage.publish(path, (json.dumps(redact_json(content), indent=2) + "\n").encode("utf-8"))
-    write_tfds_metadata(out, DatasetInfo.of(description, path))
     return path
 
 
