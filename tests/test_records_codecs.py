@@ -253,3 +253,11 @@ def test_raster_spec_encodes_and_decodes_in_numpy_in_graph_and_json_alike(encodi
     if encoding == "png":
         with pytest.raises(RecordError, match=r"dataset\.json: image\.parts: .* is not how png holds"):
             RasterSpec.from_json(JsonFields(through_json, "image", "dataset.json"))
+
+
+def test_decode_example_refuses_a_record_band_count_before_sizing_anything():
+    from tfchips.records import decode_example
+
+    record = record_of(**{"image/shape": int64_feature([16, 16, 2**40]), "image/encoding": bytes_feature([b"png"])})
+    with pytest.raises(RecordError, match=r"image shape \[16, 16, 1099511627776\]: 1099511627776 bands, not 1\.\.4096"):
+        decode_example(record)

@@ -55,7 +55,7 @@ from tfchips.chips import ChipGeoreference, chip_key
 from tfchips.errors import RecordError
 from tfchips.records.codecs import EncodedRaster, decode_payload
 from tfchips.records.example import Chunks, bytes_feature, float_feature, int64_feature, serialize_example
-from tfchips.records.raster_spec import RasterSpec
+from tfchips.records.raster_spec import MAX_BANDS, RasterSpec
 
 SCHEMAS = ("tfchips", "legacy")
 SCHEMA_VERSION = 1
@@ -191,6 +191,8 @@ def record_spec(features, side: str, record: str = "") -> RasterSpec:
     shape = tuple(_feature(features, f"{side}/shape").int64_list.value)
     if len(shape) != 3:
         raise RecordError(f"{record}{side} shape {list(shape)} is not (rows, cols, bands)")
+    if not 1 <= shape[2] <= MAX_BANDS:  # before anything is sized by an untrusted band count
+        raise RecordError(f"{record}{side} shape {list(shape)}: {shape[2]} bands, not 1..{MAX_BANDS}")
     return RasterSpec.stored(
         _feature(features, f"{side}/encoding").bytes_list.value[0].decode(),
         _feature(features, f"{side}/format").bytes_list.value[0].decode(),
