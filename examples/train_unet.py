@@ -25,7 +25,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfchips.parse import make_dataset, write_prediction
-from tfchips.records import read_dataset_json
+from tfchips.records import DatasetInfo, read_dataset_info
 
 
 def unet(input_shape: tuple, classes: int, filters: int = 16, depth: int = 2) -> keras.Model:
@@ -49,10 +49,10 @@ def _convolutions(x, filters: int):
     return x
 
 
-def class_count(description: dict) -> int:
+def class_count(info: DatasetInfo) -> int:
     """Number of classes: one more than the largest class value dataset.json names or counts."""
-    values = set((description.get("class_names") or {}).keys())
-    values |= set(((description.get("statistics") or {}).get("class_counts") or {}).keys())
+    values = set((info.class_names or {}).keys())
+    values |= set(((info.statistics or {}).get("class_counts") or {}).keys())
     if not values:
         raise SystemExit("dataset.json names no classes and counts none: cannot size the model")
     return int(max(float(v) for v in values)) + 1
@@ -96,27 +96,27 @@ def train(
 ) -> dict[str, list[float]]:
     """Train on ``train_split``, validate on ``val_split``, write val predictions to ``out``; returns the history."""
     keras.utils.set_random_seed(seed)
-    description = read_dataset_json(records)
+    info = read_dataset_info(records)
     for split in (train_split, val_split):
-        if split not in description["splits"]:
-            raise SystemExit(f"{records} has no split {split!r}; it has {', '.join(description['splits'])}")
-    classes = class_count(description)
-    normalize = "stats" if description.get("statistics") else None
-    nodata = description["label"]["nodata"]
+        if info.split_named(split) is None:
+            raise SystemExit(f"{records} has no split {split!r}; it has {', '.join(s.name for s in info.splits)}")
+    classes = class_count(info)
+    normalize = "stats" if info.statistics else None
+    nodata = info.label.nodata
 
     def dataset(split: str, **options) -> tf.data.Dataset:
         data = make_dataset(records, split, batch_size=batch_size, normalize=normalize, seed=seed, **options)
         return data if nodata is None else data.map(_ignoring(nodata))
 
     training = dataset(train_split, shuffle=True, repeat=steps_per_epoch is not None)
-    model = unet(tuple(description["image"]["shape"]), classes, filters)
+    model = unet(info.image.shape, classes, filters)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.MeanIoU(classes, sparse_y_pred=False, name="mean_iou")],
     )
     print(f"training a U-Net ({model.count_params()} parameters, {classes} classes) on "
-          f"{description['splits'][train_split]['records']} chips of {records}", flush=True)
+          f"{info.split_named(train_split).records} chips of {records}", flush=True)
     history = model.fit(
         training, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=dataset(val_split),
         callbacks=[EpochReport(epochs)], verbose=0, shuffle=False,  # make_dataset shuffles

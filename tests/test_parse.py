@@ -17,6 +17,7 @@ from tfchips.records import (
     RecordOptions,
     WriterOptions,
     decode_example,
+    read_dataset_info,
     read_dataset_json,
     write_tfrecords,
 )
@@ -339,15 +340,16 @@ def test_write_prediction_picks_a_dtype_that_holds_nodata(array_records, tmp_pat
 
 def test_find_shards_reads_dataset_json_once(array_records, monkeypatch):
     import tfchips.parse
-    import tfchips.records.writer
 
     reads = []
 
     def counted(out):
         reads.append(out)
-        return read_dataset_json(out)
+        return read_dataset_info(out)
 
-    monkeypatch.setattr(tfchips.parse, "read_dataset_json", counted)
-    monkeypatch.setattr(tfchips.records.writer, "read_dataset_json", counted)
-    paths, description = find_shards(array_records, "val")
-    assert len(paths) == 2 and description["splits"]["val"]["records"] == 3 and len(reads) == 1
+    monkeypatch.setattr(tfchips.parse, "read_dataset_info", counted)
+    paths, info = find_shards(array_records, "val")
+    assert len(paths) == 2 and info.split_named("val").records == 3 and len(reads) == 1
+    # A glob over the whole folder picks the shards, not dataset.json or TFDS's metadata files.
+    paths, info = find_shards(os.path.join(array_records, "*"))
+    assert sorted(map(os.path.basename, paths)) == sorted(os.path.basename(p) for p in info.shard_paths(array_records))

@@ -219,3 +219,45 @@ def test_decode_example_of_a_legacy_record_without_a_feature_names_it():
     del example.features.feature["target/height"]
     with pytest.raises(RecordError, match=r"legacy record 'chip': .*'target/height'"):
         decode_example(example.SerializeToString(), dataset)
+
+
+@pytest.mark.parametrize(
+    "encoding,dtype,bands",
+    [("array", "float64", 3), ("array", "uint32", 1), ("png", "uint16", 13), ("png", "int16", 2), ("png", "int8", 5)],
+)
+def test_raster_spec_encodes_and_decodes_in_numpy_in_graph_and_json_alike(encoding, dtype, bands):
+    import json
+
+    import tensorflow as tf
+
+    from tfchips.records.json_fields import JsonFields
+    from tfchips.records.raster_spec import RasterSpec
+
+    pixels = random_pixels(np.random.default_rng(bands), bands, dtype, size=12).transpose(1, 2, 0)
+    spec = RasterSpec.stored(encoding, "raw" if encoding == "array" else "png", pixels.shape, dtype, ("b",) * bands)
+    payload = spec.encode(pixels)
+    assert len(payload.data) == len(spec.parts) and sum(spec.parts) == bands
+    numpy = spec.decode(payload.data)
+    graph = tf.function(lambda data: spec.decode_tensor(data, tf.constant(pixels.shape, tf.int32)))(
+        tf.constant(payload.data)
+    )
+    assert numpy.dtype == pixels.dtype and graph.dtype.name == dtype
+    np.testing.assert_array_equal(numpy, pixels)
+    np.testing.assert_array_equal(graph.numpy(), pixels)
+    # Chips of varying size: rows and columns come from the record.
+    unsized = RasterSpec.stored(encoding, spec.format, (None, None, bands), dtype, spec.band_names)
+    np.testing.assert_array_equal(unsized.decode(payload.data, pixels.shape), pixels)
+    through_json = json.loads(json.dumps(spec.as_json()))
+    assert RasterSpec.from_json(JsonFields(through_json, "image", "dataset.json")) == spec
+    through_json["parts"] = [1] * bands
+    if encoding == "png":
+        with pytest.raises(RecordError, match=r"dataset\.json: image\.parts: .* is not how png holds"):
+            RasterSpec.from_json(JsonFields(through_json, "image", "dataset.json"))
+
+
+def test_decode_example_refuses_a_record_band_count_before_sizing_anything():
+    from tfchips.records import decode_example
+
+    record = record_of(**{"image/shape": int64_feature([16, 16, 2**40]), "image/encoding": bytes_feature([b"png"])})
+    with pytest.raises(RecordError, match=r"image shape \[16, 16, 1099511627776\]: 1099511627776 bands, not 1\.\.4096"):
+        decode_example(record)

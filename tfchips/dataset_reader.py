@@ -33,9 +33,10 @@ from tfchips.chips import (
 from tfchips.errors import ChipError, RecordError, TfchipsError
 from tfchips.figures import format_number
 from tfchips.manifest import manifest_rows
-from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info
+from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info, shard_compression
 from tfchips.records.raster_spec import raster_json
 from tfchips.records.schema import decode_example
+from tfchips.records.tfds_metadata import METADATA_FILES
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,7 @@ def open_dataset(path: str | os.PathLike) -> ChipSource | RecordSource:
             f"{path}: neither a chip folder ({IMAGES_DIR}/ and {LABELS_DIR}/) nor a TFRecord folder ({DATASET_JSON})"
         )
     matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path] if os.path.isfile(path) else []
-    matches = [m for m in matches if os.path.basename(m) != DATASET_JSON]
+    matches = [m for m in matches if os.path.basename(m) not in METADATA_FILES]
     if not matches:
         raise ChipError(f"{path}: no such chip folder, TFRecord folder or shard file")
     return _record_files(path, matches)
@@ -201,14 +202,10 @@ def _listed_shards(folder: str, dataset: DatasetInfo) -> list[ShardRef]:
     ]
 
 
-def _is_shard(name: str) -> bool:
-    return any(name.endswith(suffix) for _, suffix in COMPRESSIONS.values())
-
-
 def _unlisted_shard(path: str) -> ShardRef:
     """A shard dataset.json does not list: split from its name, compression from its suffix."""
     name = os.path.basename(path)
-    compression = next((c for c, (_, suffix) in COMPRESSIONS.items() if suffix != ".tfrecord" and name.endswith(suffix)), "none")
+    compression = shard_compression(name) or "none"
     return ShardRef(path, name.split("-")[0] if "-of-" in name else "data", compression, None, None)
 
 
@@ -216,7 +213,7 @@ def _record_folder(path: str) -> RecordSource:
     dataset = read_dataset_info(path)
     listed = _listed_shards(path, dataset)
     known = {os.path.basename(s.path) for s in listed}
-    unlisted = sorted(os.path.join(path, n) for n in os.listdir(path) if _is_shard(n) and n not in known)
+    unlisted = sorted(os.path.join(path, n) for n in os.listdir(path) if shard_compression(n) and n not in known)
     return RecordSource(path, tuple(listed), dataset, tuple(unlisted))
 
 

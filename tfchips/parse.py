@@ -1,11 +1,12 @@
-"""TFRecord shards to a `tf.data.Dataset` in one call, and predictions back to GeoTIFF.
+"""TFRecord shards to a `tf.data.Dataset` in one call.
 
 `make_dataset` reads the shards `tfchips to-tfrecords` writes, with the shapes, dtypes,
 encodings and band statistics their dataset.json records; `parse_example` is its
-per-record parser, for pipelines of your own; `write_prediction` writes a predicted
-array on the grid (CRS, transform) of the record it was predicted from.
+per-record parser, for pipelines of your own. `write_prediction`
+(`tfchips.prediction`) writes a predicted array on the grid of its record.
 
-Pixels are decoded in the TensorFlow graph, in parallel, for every encoding but one:
+Pixels are decoded in the TensorFlow graph by each side's `RasterSpec.decode_tensor`
+(`tfchips.records.graph_decoder`), in parallel, for every encoding but one:
 ``array`` with `tf.io.decode_raw`, ``png`` with `tf.io.decode_png`, ``bytes`` of PNG and
 8-bit JPEG chips with `tf.io.decode_png` / `tf.io.decode_jpeg`. ``bytes`` of GeoTIFF
 (and of BMP, 12-bit JPEG, and the colour-mapped or 1/2/4-bit PNGs TensorFlow would
@@ -17,47 +18,22 @@ run where Python is not. For fast input pipelines write such chips with
 
 from __future__ import annotations
 
-import functools
 import glob
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from affine import Affine
 
-from tfchips.errors import ChipError, ConfigError, RecordError
-from tfchips.records.codecs import decode_payload, png_storage_dtype
-from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo
-from tfchips.records.schema import LEGACY_SIDES, SCHEMA_VERSION, ChipExample, RasterSpec, feature_spec
-from tfchips.records.writer import read_dataset_json
-from tfchips.storage import publish
+from tfchips.errors import ConfigError, RecordError
+from tfchips.prediction import write_prediction
+from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info, shard_compression
+from tfchips.records.schema import LEGACY_SIDES, SCHEMA_VERSION, feature_spec, record_spec
+from tfchips.records.tfds_metadata import METADATA_FILES
 
 METADATA_KEYS = ("name", "key", "crs", "transform")
 DEFAULT_SHUFFLE_BUFFER = 256  # records; 256 chips of 256 x 256 x 4 uint16 hold 128 MB
-_SHARD_SUFFIXES = tuple(suffix for _, suffix in COMPRESSIONS.values())
-_PNG_PALETTE = 3  # PNG colour type of colour-mapped images
-
-
-@dataclass(frozen=True, slots=True)
-class _Side:
-    """What parsing one side (image or label) needs to know before it sees a record."""
-
-    encoding: str
-    format: str | None
-    shape: tuple[int | None, int | None, int]
-    dtype: tf.DType
-    parts: tuple[int, ...]
-
-    @classmethod
-    def of(cls, spec: RasterSpec) -> _Side:
-        return cls(spec.encoding, spec.format, spec.shape, tf.as_dtype(spec.dtype), spec.parts)
-
-    @property
-    def static(self) -> bool:
-        return None not in self.shape
+__all__ = ["DEFAULT_SHUFFLE_BUFFER", "find_shards", "make_dataset", "parse_example", "write_prediction"]
 
 
 # ---------------------------------------------------------------------------
@@ -65,78 +41,10 @@ class _Side:
 # ---------------------------------------------------------------------------
 
 
-def _gdal_decode(data: bytes, shape: np.ndarray, dtype: str) -> np.ndarray:
-    return decode_payload("bytes", (data,), tuple(int(n) for n in shape), dtype).astype(dtype, copy=False)
-
-
-def _sniff_format(data: tf.Tensor) -> tf.Tensor:
-    """``png``, ``jpeg`` or ``other`` from a file's magic number (legacy records do not say)."""
-    head = tf.strings.substr(data, 0, 4)
-    jpeg_or_other = tf.where(tf.equal(tf.strings.substr(head, 0, 2), b"\xff\xd8"), "jpeg", "other")
-    return tf.where(tf.equal(head, b"\x89PNG"), "png", jpeg_or_other)
-
-
-def _decode_file(data: tf.Tensor, fmt: tf.Tensor | None, shape: tf.Tensor, side: _Side) -> tf.Tensor:
-    """Pixels of a chip file stored as ``bytes``: TensorFlow for PNG and 8-bit JPEG, GDAL for the rest.
-
-    PNGs TensorFlow would read differently from GDAL (it expands colour-mapped ones
-    to RGB, scales 1/2/4-bit ones to 0-255, adds an alpha band for transparency
-    chunks), found from the PNG header or the decoded band count, go to GDAL too.
-    JPEG is lossy: TensorFlow's decoder may differ from GDAL's by a few levels.
-    """
-    gdal = functools.partial(
-        tf.numpy_function, functools.partial(_gdal_decode, dtype=side.dtype.name), [data, shape], side.dtype, False
-    )
-
-    def checked(decode: Callable[[], tf.Tensor], usable: tf.Tensor | None = None) -> Callable[[], tf.Tensor]:
-        """``decode``, falling back to GDAL when ``usable`` is false or the band count is not the recorded one."""
-
-        def via_tf() -> tf.Tensor:
-            pixels = decode()
-            return tf.cond(tf.equal(tf.shape(pixels)[2], shape[2]), lambda: pixels, gdal)
-
-        return via_tf if usable is None else lambda: tf.cond(usable, via_tf, gdal)
-
-    branches = {"png": gdal, "jpeg": gdal, "other": gdal}
-    if side.dtype in (tf.uint8, tf.uint16):
-        header = tf.io.decode_raw(tf.strings.substr(data, 24, 2), tf.uint8)  # IHDR bit depth, colour type
-        usable = tf.logical_and(header[0] >= 8, tf.not_equal(header[1], _PNG_PALETTE))
-        branches["png"] = checked(lambda: tf.io.decode_png(data, channels=0, dtype=side.dtype), usable)
-    if side.dtype == tf.uint8:
-        branches["jpeg"] = checked(lambda: tf.io.decode_jpeg(data, channels=0))
-    if side.format is not None:
-        return branches.get(side.format, gdal)()
-    fmt = _sniff_format(data) if fmt is None else fmt
-    index = tf.where(tf.equal(fmt, "png"), 0, tf.where(tf.equal(fmt, "jpeg"), 1, 2))
-    return tf.switch_case(index, [branches["png"], branches["jpeg"], branches["other"]])
-
-
-def _decode(data: tf.Tensor, shape: tf.Tensor, fmt: tf.Tensor | None, side: _Side) -> tf.Tensor:
-    """(rows, cols, bands) pixels of one side of a record, in the recorded dtype.
-
-    ``data`` holds the record's data elements, ``shape`` its (rows, cols, bands).
-    """
-    target = list(side.shape) if side.static else shape
-    if side.encoding == "array":
-        pixels = tf.reshape(tf.io.decode_raw(data[0], side.dtype, little_endian=True), target)
-    elif side.encoding == "png":
-        storage = tf.as_dtype(png_storage_dtype(side.dtype.name, DATASET_JSON))
-        # decode_png takes channels 0 (as stored), 1, 3 or 4; two-band PNGs are read as stored.
-        planes = [
-            tf.ensure_shape(tf.io.decode_png(data[i], channels=0 if c == 2 else c, dtype=storage), [None, None, c])
-            for i, c in enumerate(side.parts)
-        ]
-        pixels = planes[0] if len(planes) == 1 else tf.concat(planes, axis=2)
-        pixels = pixels if storage == side.dtype else tf.bitcast(pixels, side.dtype)
-    else:  # bytes: `DatasetInfo` admits the three encodings only
-        pixels = _decode_file(data[0], fmt, shape, side)
-    return tf.ensure_shape(pixels, side.shape)
-
-
 def parse_example(serialized: tf.Tensor, schema: DatasetInfo | Mapping) -> dict[str, tf.Tensor]:
     """One serialized record (a scalar string tensor) to its pixels and georeference, in-graph.
 
-    ``schema`` is the shards' `DatasetInfo` or dataset.json content (`read_dataset_json`).
+    ``schema`` is the shards' `DatasetInfo` (`read_dataset_info`) or dataset.json content.
     Returns ``image`` and ``label``, (rows, cols, bands) in their recorded dtypes,
     with static shapes where dataset.json gives them; ``name``, ``key`` and ``crs``
     (strings: chip name, DLTile key or "", ``EPSG:<code>`` / WKT or ""); ``transform``,
@@ -148,12 +56,12 @@ def parse_example(serialized: tf.Tensor, schema: DatasetInfo | Mapping) -> dict[
     if info.schema == "legacy":
         return _parse_legacy(serialized, info)
     spec = feature_spec(info)
-    sides = {"image": _Side.of(info.image), "label": _Side.of(info.label)}
+    sides = {"image": info.image, "label": info.label}
     keys = [*METADATA_KEYS] + [f"{name}/{field}" for name in sides for field in ("data", "shape", "format")]
     features = tf.io.parse_single_example(serialized, {key: spec[key] for key in keys})
     parsed = {
-        name: _decode(
-            features[f"{name}/data"], tf.cast(features[f"{name}/shape"], tf.int32), features[f"{name}/format"], side
+        name: side.decode_tensor(
+            features[f"{name}/data"], tf.cast(features[f"{name}/shape"], tf.int32), features[f"{name}/format"]
         )
         for name, side in sides.items()
     }
@@ -166,17 +74,17 @@ def _parse_legacy(serialized: tf.Tensor, info: DatasetInfo) -> dict[str, tf.Tens
     features = tf.io.parse_single_example(serialized, feature_spec(info))
     parsed = {}
     for name, (data_key, prefix) in LEGACY_SIDES.items():
-        side = _Side.of(info.image if name == "image" else info.label)
+        side = info.image if name == "image" else info.label
         bands = features["image/channels"] if name == "image" else tf.constant(side.shape[2], tf.int64)
         shape = tf.cast(tf.stack([features[f"{prefix}/height"], features[f"{prefix}/width"], bands]), tf.int32)
         data = features[data_key]
         if isinstance(data, tf.SparseTensor):
             data = tf.sparse.to_dense(data)
         if data.dtype == tf.float32:  # float payload: the pixels as float32, whatever their dtype
-            pixels = tf.cast(tf.reshape(data, list(side.shape) if side.static else shape), side.dtype)
+            pixels = tf.cast(tf.reshape(data, shape if None in side.shape else list(side.shape)), tf.as_dtype(side.dtype))
             parsed[name] = tf.ensure_shape(pixels, side.shape)
         else:
-            parsed[name] = _decode(tf.reshape(data, [1]), shape, None, side)
+            parsed[name] = side.decode_tensor(tf.reshape(data, [1]), shape)
     identifier = features["identifier"]
     # The identifier is the tile key (":" form) when the chip has one, else the chip name.
     is_key = tf.strings.regex_full_match(identifier, ".*:.*")
@@ -192,15 +100,6 @@ def _parse_legacy(serialized: tf.Tensor, info: DatasetInfo) -> dict[str, tf.Tens
 # ---------------------------------------------------------------------------
 # Finding shards and their description
 # ---------------------------------------------------------------------------
-
-
-def _is_shard(path: str) -> bool:
-    return path.endswith(_SHARD_SUFFIXES)
-
-
-def _compression_of(path: str) -> str:
-    """TFRecordDataset compression type of a shard, from its suffix."""
-    return next((kind for kind, suffix in COMPRESSIONS.values() if kind and path.endswith(suffix)), "")
 
 
 def _split_files(paths: list[str], split: str | None, where: str) -> list[str]:
@@ -238,13 +137,11 @@ def _describe_record(paths: list[str], kinds: list[str]) -> DatasetInfo:
     specs = {}
     try:
         for side in ("image", "label"):
-            encoding = features[f"{side}/encoding"].bytes_list.value[0].decode()
+            spec = record_spec(features, side, f"{path}: ")
             specs[side] = {
-                "encoding": encoding,
-                "format": None if encoding == "bytes" else features[f"{side}/format"].bytes_list.value[0].decode(),
-                "shape": [None, None, int(features[f"{side}/shape"].int64_list.value[2])],
-                "dtype": features[f"{side}/dtype"].bytes_list.value[0].decode(),
-                "band_names": [v.decode("utf-8") for v in features[f"{side}/band_names"].bytes_list.value],
+                **spec.as_json(),
+                "format": None if spec.encoding == "bytes" else spec.format,
+                "shape": [None, None, spec.shape[2]],
             }
     except (IndexError, KeyError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not a tfchips record (missing feature {error})") from None
@@ -262,8 +159,8 @@ def _record_count(paths: list[str], info: DatasetInfo) -> int | None:
 
 def find_shards(
     pattern_or_dir: str | os.PathLike | Sequence[str], split: str | None = None
-) -> tuple[list[str], dict | None]:
-    """The shard paths to read, and the dataset.json content that describes them (None if absent).
+) -> tuple[list[str], DatasetInfo | None]:
+    """The shard paths to read, and the `DatasetInfo` of the dataset.json that describes them (None if absent).
 
     ``pattern_or_dir`` is a folder written by ``tfchips to-tfrecords``, a glob pattern
     (``records/train-*``) or a list of shard paths; a dataset.json is looked for in
@@ -273,14 +170,14 @@ def find_shards(
         where = os.fspath(pattern_or_dir)
         if os.path.isdir(where):
             if os.path.isfile(os.path.join(where, DATASET_JSON)):
-                description = read_dataset_json(where)
-                paths = DatasetInfo.of(description, os.path.join(where, DATASET_JSON)).shard_paths(where, split)
+                info = read_dataset_info(where)
+                paths = info.shard_paths(where, split)
                 if not paths:
                     raise RecordError(f"{where}: split {split!r} has no records" if split else f"{where}: no records")
-                return paths, description
-            paths = sorted(os.path.join(where, n) for n in os.listdir(where) if _is_shard(n))
+                return paths, info
+            paths = sorted(os.path.join(where, n) for n in os.listdir(where) if shard_compression(n))
         else:
-            paths = sorted(p for p in glob.glob(where) if os.path.isfile(p) and os.path.basename(p) != DATASET_JSON)
+            paths = sorted(p for p in glob.glob(where) if os.path.isfile(p) and os.path.basename(p) not in METADATA_FILES)
     else:
         where = ", ".join(map(os.fspath, pattern_or_dir))
         paths = [os.fspath(p) for p in pattern_or_dir]
@@ -290,7 +187,7 @@ def find_shards(
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     folder = folders.pop() if len(folders) == 1 else None
     if folder is not None and os.path.isfile(os.path.join(folder, DATASET_JSON)):
-        return paths, read_dataset_json(folder)
+        return paths, read_dataset_info(folder)
     return paths, None
 
 
@@ -362,7 +259,7 @@ def make_dataset(
     seed: int | None = None,
     drop_remainder: bool = False,
     compression: str | None = None,
-    description: Mapping | None = None,
+    description: DatasetInfo | Mapping | None = None,
 ) -> tf.data.Dataset:
     """TFRecord shards to a batched, prefetched `tf.data.Dataset` of ``(image, label)``.
 
@@ -396,7 +293,7 @@ def make_dataset(
     info = None if described is None else DatasetInfo.of(described, where)
     if compression is None and info is not None:
         compression = info.compression
-    kinds = [COMPRESSIONS[compression][0] if compression else _compression_of(p) for p in paths]
+    kinds = [COMPRESSIONS[compression or shard_compression(p) or "none"][0] for p in paths]
     if info is None:
         info = _describe_record(paths, kinds)
     elif batch_size is not None and None in info.image.shape[:2]:
@@ -449,97 +346,3 @@ def make_dataset(
     if batch_size is not None:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-# ---------------------------------------------------------------------------
-# Predictions back to GeoTIFF
-# ---------------------------------------------------------------------------
-
-
-def _text(value) -> str:
-    value = value.numpy() if isinstance(value, tf.Tensor) else value
-    value = value.item() if isinstance(value, np.ndarray) else value
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value or "")
-
-
-def _georeference(metadata: Mapping | ChipExample) -> tuple[str, Affine]:
-    """(CRS, transform) of a record's metadata: a `make_dataset` / `parse_example` dict or a `ChipExample`."""
-    if isinstance(metadata, ChipExample):
-        crs, transform = metadata.crs or "", metadata.transform
-    else:
-        crs = _text(metadata["crs"])
-        transform = metadata["transform"]
-        if not isinstance(transform, Affine):
-            values = np.asarray(transform, dtype=np.float64).ravel()
-            if values.size != 6:
-                raise RecordError(f"transform must be six GDAL-order numbers, got {values.size}")
-            transform = None if np.isnan(values).any() else Affine.from_gdal(*values)
-    if not crs or transform is None:
-        raise RecordError("the record carries no CRS or transform (legacy schema?); cannot georeference a prediction")
-    return crs, transform
-
-
-def _smallest_dtype(array: np.ndarray, nodata: float | None) -> np.dtype:
-    """The smallest of uint8, uint16, int16, int32, int64 that holds an integer array and a whole ``nodata``.
-
-    Floats are unchanged.
-    """
-    if array.dtype.kind not in "biu" or array.size == 0:
-        return array.dtype
-    values = [int(array.min()), int(array.max())] + ([] if nodata is None else [int(nodata)])
-    low, high = min(values), max(values)
-    fits = (np.dtype(t) for t in ("uint8", "uint16", "int16", "int32", "int64"))
-    return next((t for t in fits if np.iinfo(t).min <= low and high <= np.iinfo(t).max), array.dtype)
-
-
-def write_prediction(
-    path: str | os.PathLike,
-    prediction,
-    metadata: Mapping | ChipExample,
-    nodata: float | None = None,
-    band_names: Sequence[str] | None = None,
-) -> str:
-    """Write ``prediction`` as an LZW GeoTIFF on the grid of the record ``metadata`` describes.
-
-    ``prediction``: (rows, cols) or (rows, cols, bands) array or tensor, e.g. the
-    argmax of a model's output for one chip. ``metadata``: one element of
-    ``make_dataset(..., with_metadata=True)`` (unbatched, or one row of a batch), a
-    `parse_example` result, or a `ChipExample`; its CRS and transform place the
-    pixels, so the file overlays the source chip exactly. When ``metadata`` holds
-    the ``image``, rows and columns must match it. Integer classes are written in
-    the smallest dtype that holds them and ``nodata`` (uint8 for up to 256 classes
-    without nodata or with a nodata of 0 to 255). Bands are
-    described by ``band_names`` (default ``prediction``, or ``prediction_<i>``).
-    The file is written to a temporary name, then renamed. Returns ``path``.
-    """
-    from rasterio.io import MemoryFile
-
-    path = os.fspath(path)
-    array = np.asarray(prediction.numpy() if isinstance(prediction, tf.Tensor) else prediction)
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
-    if array.ndim != 3:
-        raise ChipError(f"{path}: a prediction is (rows, cols) or (rows, cols, bands), got shape {array.shape}")
-    reference = metadata.image if isinstance(metadata, ChipExample) else metadata.get("image")
-    if reference is not None and tuple(reference.shape[:2]) != array.shape[:2]:
-        rows, cols = reference.shape[:2]
-        raise ChipError(f"{path}: prediction is {array.shape[0]} x {array.shape[1]} pixels, its chip {rows} x {cols}")
-    crs, transform = _georeference(metadata)
-    if nodata is not None and array.dtype.kind in "biu" and not (math.isfinite(nodata) and float(nodata).is_integer()):
-        raise ChipError(f"{path}: nodata {nodata} is not a whole number, which integer predictions cannot hold")
-    array = array.astype(_smallest_dtype(array, nodata), copy=False)
-    bands = array.shape[2]
-    if band_names is None:
-        band_names = ["prediction"] if bands == 1 else [f"prediction_{i}" for i in range(1, bands + 1)]
-    if len(band_names) != bands:
-        raise ChipError(f"{path}: {len(band_names)} band names for {bands} bands")
-    profile = dict(
-        driver="GTiff", width=array.shape[1], height=array.shape[0], count=bands, dtype=array.dtype,
-        crs=crs, transform=transform, nodata=nodata, compress="lzw",
-    )
-    with MemoryFile() as memory:
-        with memory.open(**profile) as dataset:
-            dataset.write(array.transpose(2, 0, 1))
-            dataset.descriptions = tuple(band_names)
-        publish(path, memory.read())
-    return path

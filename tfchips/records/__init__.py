@@ -11,14 +11,17 @@
 - `tfrecord`: TFRecord files framed, compressed and hashed without TensorFlow.
 - `plan`: which split and shard each chip goes to, from its name and the seed (`split_of`,
   `shard_of`, `plan_shards`), and which chips the statistics sample.
-- `options`: `WriterOptions`, and the click options of ``to-tfrecords`` that set them.
+- `options`: `WriterOptions` (the click options are `tfchips.options.record_options`).
 - `shards`: `write_shard` and `finish_dataset`, the one shard writer of the local job and Beam.
 - `chip_listing`: a chip folder listed, paired and read through Beam's FileSystems (any URL).
 - `record_plan`: the worker steps of a chips-to-records pipeline, and its `RecordPlan`.
 - `pool`: the local writer's ordered, memory-bounded worker pool.
-- `raster_spec`: `RasterSpec`, what every image (or label) of a dataset shares.
+- `raster_spec`: `RasterSpec`, the record format of one raster: encode, decode (numpy),
+  decode in-graph (`graph_decoder`) and JSON both ways.
+- `graph_decoder`: `decode_tensor`, one side of a record decoded in the TensorFlow graph.
 - `dataset_info`: `DatasetInfo`, dataset.json read (checked) and written in one place.
 - `json_fields`: typed reading of untrusted JSON, errors naming the file and field.
+- `tfds_metadata`: ``features.json`` and ``dataset_info.json``, so TensorFlow Datasets reads the shards.
 - `writer`: `write_tfrecords`, the local parallel writer of a chip folder.
 """
 
@@ -35,6 +38,7 @@ from tfchips.records.schema import (
     feature_spec,
     feature_table,
 )
+from tfchips.records.tfds_metadata import tfds_unreadable, write_tfds_metadata
 from tfchips.statistics import ChipStatistics, chip_statistics, statistics_json
 from tfchips.records.writer import (
     COMPRESSIONS,
@@ -89,7 +93,9 @@ __all__ = [
     "shard_paths",
     "shards_for_size",
     "statistics_json",
+    "tfds_unreadable",
     "worker_pool",
     "write_dataset_json",
+    "write_tfds_metadata",
     "write_tfrecords",
 ]

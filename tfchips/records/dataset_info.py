@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 from tfchips import storage
 from tfchips.errors import RecordError
-from tfchips.records.codecs import ENCODINGS, FORMATS, RAW_FORMAT, png_channels
 from tfchips.records.json_fields import JsonFields, deeper_than, frozen_json, show, thawed_json
-from tfchips.records.raster_spec import RasterSpec, nodata_from_json
+from tfchips.records.raster_spec import MAX_BANDS, MAX_SIDE, RasterSpec
 from tfchips.records.schema import SCHEMA_VERSION, SCHEMAS, feature_table, legacy_payload
 
 DATASET_JSON = "dataset.json"
@@ -32,11 +31,8 @@ COMPRESSIONS = {"none": ("", ".tfrecord"), "gzip": ("GZIP", ".tfrecord.gz"), "zl
 # A dataset.json of 100,000 shards and 10,000 skipped chips is under 30 MB; nesting is 5 deep.
 MAX_BYTES = 64 * 2**20
 MAX_DEPTH = 32
-MAX_SIDE = 65536  # rows or columns of a chip
-MAX_BANDS = 4096
 MAX_SHARDS = 99_999  # per split: shard names count them in five digits
 MAX_RECORDS = 2**40
-DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
 STATISTICS_SOURCES = ("manifest", "computed", "sample")
 
@@ -195,8 +191,8 @@ class DatasetInfo:
             schema_version=version,
             tfchips_version=root.text("tfchips_version", optional=True),
             compression=root.choice("compression", tuple(COMPRESSIONS), optional=True, default="none"),
-            image=_raster_spec(root.child("image")),
-            label=_raster_spec(root.child("label")),
+            image=RasterSpec.from_json(root.child("image")),
+            label=RasterSpec.from_json(root.child("label")),
             class_names=_class_names(root.child("class_names", optional=True)),
             statistics=_statistics(root.child("statistics", optional=True)),
             statistics_source=root.choice("statistics_source", STATISTICS_SOURCES, optional=True),
@@ -245,12 +241,17 @@ def read_dataset_info(folder: str | os.PathLike) -> DatasetInfo:
     return DatasetInfo.from_json(text, path)
 
 
+def shard_compression(name: str) -> str | None:
+    """The compression (``none``, ``gzip``, ``zlib``) a shard file name's suffix says; None for no shard name."""
+    return next((kind for kind, (_, suffix) in COMPRESSIONS.items() if name.endswith(suffix)), None)
+
+
 def raster_specs(dataset: DatasetInfo | Mapping, path: str = DATASET_JSON) -> tuple[RasterSpec, RasterSpec]:
     """(image, label) specs of a `DatasetInfo`, or of a mapping that holds at least dataset.json's two."""
     if isinstance(dataset, DatasetInfo):
         return dataset.image, dataset.label
     root = JsonFields(dataset, "", path)
-    return _raster_spec(root.child("image")), _raster_spec(root.child("label"))
+    return RasterSpec.from_json(root.child("image")), RasterSpec.from_json(root.child("label"))
 
 
 # ---------------------------------------------------------------------------
@@ -273,28 +274,6 @@ def _check_derived(root: JsonFields, key: str, expected) -> None:
         field, given, expected = f"{key}.{entry}", given.get(entry), expected.get(entry)
     message = f"{show(given)} does not follow from schema, image and label, which give {show(expected)}"
     raise root.error(message, field)
-
-
-def _raster_spec(fields: JsonFields) -> RasterSpec:
-    encoding = fields.choice("encoding", ENCODINGS)
-    form = fields.choice("format", RECORD_FORMATS, optional=True)
-    shape = fields.child("shape").elements()
-    if len(shape) != 3:
-        raise fields.error(f"{len(shape)} entries, not 3 (rows, cols, bands)", f"{fields.field}.shape")
-    rows, cols = (side.as_integer(1, MAX_SIDE, nullable=True) for side in shape[:2])
-    bands = shape[2].as_integer(1, MAX_BANDS)
-    band_names = tuple(name.as_text() for name in fields.child("band_names").elements())
-    if len(band_names) != bands:
-        raise fields.error(f"{len(band_names)} band names for {bands} bands", f"{fields.field}.band_names")
-    nodata = fields.get("nodata", optional=True)
-    nodata = nodata_from_json(nodata) if nodata in (None, "nan") else fields.number("nodata")
-    parts = png_channels(bands) if encoding == "png" else (bands,)
-    given = fields.get("parts", optional=True)
-    if given is not None and given != list(parts):
-        message = f"{show(given)} is not how {encoding} holds {bands} bands ({list(parts)})"
-        raise fields.error(message, f"{fields.field}.parts")
-    dtype = fields.choice("dtype", DTYPES)
-    return RasterSpec(encoding, form, (rows, cols, bands), dtype, band_names, nodata, parts)
 
 
 def _split(name: str, fields: JsonFields) -> SplitInfo:

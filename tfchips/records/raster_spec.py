@@ -1,7 +1,12 @@
-"""What every image (or label) of a dataset shares: `RasterSpec`, dataset.json's ``image`` / ``label``.
+"""The record format of one raster (image or label): `RasterSpec`, dataset.json's ``image`` / ``label``.
 
-`RasterSpec.as_json` writes the JSON form (`tfchips.records.dataset_info` reads it
-back); `nodata_to_json` / `nodata_from_json` carry NaN nodata through JSON, which has none.
+Like a TFDS feature class, a spec does the four conversions of its pixels:
+`RasterSpec.encode` (numpy to record payload), `RasterSpec.decode` (payload to
+numpy), `RasterSpec.decode_tensor` (payload to pixels in the TensorFlow graph,
+`tfchips.records.graph_decoder`) and JSON both ways (`RasterSpec.as_json`,
+`RasterSpec.from_json`). `nodata_to_json` / `nodata_from_json` carry NaN nodata
+through JSON, which has none. `tfchips.records.tfds_metadata` says why TFDS's own
+classes cannot take this role.
 """
 
 from __future__ import annotations
@@ -9,8 +14,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from tfchips.errors import ChipError
-from tfchips.records.codecs import EncodedRaster, png_channels
+from tfchips.records.codecs import (
+    ENCODINGS,
+    FORMATS,
+    RAW_FORMAT,
+    EncodedRaster,
+    decode_payload,
+    encode_pixels,
+    png_channels,
+)
+from tfchips.records.json_fields import JsonFields, show
+
+MAX_SIDE = 65536  # rows or columns of a chip
+MAX_BANDS = 4096
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
+RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -34,14 +55,73 @@ class RasterSpec:
     parts: tuple[int, ...]
 
     @classmethod
+    def stored(
+        cls,
+        encoding: str,
+        format: str | None,
+        shape: tuple[int | None, int | None, int],
+        dtype: str,
+        band_names: tuple[str, ...],
+        nodata: float | None = None,
+    ) -> RasterSpec:
+        """The spec of pixels stored as ``encoding``, its ``parts`` following from it and the band count."""
+        parts = png_channels(shape[2]) if encoding == "png" else (shape[2],)
+        return cls(encoding, format, tuple(shape), dtype, tuple(band_names), nodata, parts)
+
+    @classmethod
     def of(cls, raster: EncodedRaster, band_names: tuple[str, ...], nodata: float | None) -> RasterSpec:
-        parts = png_channels(raster.shape[2]) if raster.encoding == "png" else (raster.shape[2],)
-        return cls(raster.encoding, raster.format, raster.shape, raster.dtype, band_names, nodata, parts)
+        return cls.stored(raster.encoding, raster.format, raster.shape, raster.dtype, band_names, nodata)
+
+    def encode(self, pixels: np.ndarray, where: str = "pixels") -> EncodedRaster:
+        """The ``array`` or ``png`` record payload of (rows, cols, bands) ``pixels``; ``where`` names them in errors.
+
+        ``bytes`` payloads are chip files as stored (`tfchips.records.codecs.encode_file`).
+        """
+        return encode_pixels(np.asarray(pixels, dtype=self.dtype), self.encoding, where)
+
+    def decode(self, data: tuple[bytes, ...], shape: tuple[int, int, int] | None = None) -> np.ndarray:
+        """(rows, cols, bands) pixels of a record payload, in numpy: the inverse of `encode`.
+
+        ``shape`` is the record's, needed where the spec leaves rows or columns unknown.
+        """
+        return decode_payload(self.encoding, data, self.shape if shape is None else shape, self.dtype)
+
+    def decode_tensor(self, data, shape, fmt=None):
+        """`decode`, in the TensorFlow graph (`tfchips.records.graph_decoder.decode_tensor`)."""
+        from tfchips.records.graph_decoder import decode_tensor  # TensorFlow, which writer workers never import
+
+        return decode_tensor(self, data, shape, fmt)
 
     def as_json(self) -> dict:
         """dataset.json form (nodata as `nodata_to_json` writes it)."""
         fields = raster_json(self.encoding, self.format, self.shape, self.dtype, self.band_names, self.nodata)
         return {**fields, "parts": list(self.parts)}
+
+    @classmethod
+    def from_json(cls, fields: JsonFields) -> RasterSpec:
+        """The inverse of `as_json`, checked: `RecordError` naming the file and field of any bad entry.
+
+        ``format``, ``nodata`` and ``parts`` may be left out; ``parts`` must follow from
+        the encoding and band count where given.
+        """
+        encoding = fields.choice("encoding", ENCODINGS)
+        form = fields.choice("format", RECORD_FORMATS, optional=True)
+        shape = fields.child("shape").elements()
+        if len(shape) != 3:
+            raise fields.error(f"{len(shape)} entries, not 3 (rows, cols, bands)", f"{fields.field}.shape")
+        rows, cols = (side.as_integer(1, MAX_SIDE, nullable=True) for side in shape[:2])
+        bands = shape[2].as_integer(1, MAX_BANDS)
+        band_names = tuple(name.as_text() for name in fields.child("band_names").elements())
+        if len(band_names) != bands:
+            raise fields.error(f"{len(band_names)} band names for {bands} bands", f"{fields.field}.band_names")
+        nodata = fields.get("nodata", optional=True)
+        nodata = nodata_from_json(nodata) if nodata in (None, "nan") else fields.number("nodata")
+        spec = cls.stored(encoding, form, (rows, cols, bands), fields.choice("dtype", DTYPES), band_names, nodata)
+        given = fields.get("parts", optional=True)
+        if given is not None and given != list(spec.parts):
+            message = f"{show(given)} is not how {encoding} holds {bands} bands ({list(spec.parts)})"
+            raise fields.error(message, f"{fields.field}.parts")
+        return spec
 
     def differences(
         self, encoding: str | None, shape: tuple[int, ...], dtype: str, band_names: tuple[str, ...]

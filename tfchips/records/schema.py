@@ -55,7 +55,7 @@ from tfchips.chips import ChipGeoreference, chip_key
 from tfchips.errors import RecordError
 from tfchips.records.codecs import EncodedRaster, decode_payload
 from tfchips.records.example import Chunks, bytes_feature, float_feature, int64_feature, serialize_example
-from tfchips.records.raster_spec import RasterSpec
+from tfchips.records.raster_spec import MAX_BANDS, RasterSpec
 
 SCHEMAS = ("tfchips", "legacy")
 SCHEMA_VERSION = 1
@@ -180,26 +180,48 @@ def _feature(features, key: str):
     return features[key]
 
 
-def _pixels(record: str, side: str, encoding: str, data: tuple[bytes, ...], shape: tuple, dtype: str) -> np.ndarray:
-    """`decode_payload`, with a payload that does not decode as recorded a `RecordError` that names ``record``."""
+def record_spec(features, side: str, record: str = "") -> RasterSpec:
+    """The spec of one side of a ``tfchips`` record, from its own features (a ``tf.train.Example`` feature map).
+
+    Rows and columns are the record's. Raises `RecordError` (after ``record``, e.g.
+    ``record 'NAME': ``) for a shape that is not (rows, cols, bands), `KeyError` or
+    `IndexError` for a missing or empty feature, `UnicodeDecodeError` for text that
+    is not UTF-8.
+    """
+    shape = tuple(_feature(features, f"{side}/shape").int64_list.value)
+    if len(shape) != 3:
+        raise RecordError(f"{record}{side} shape {list(shape)} is not (rows, cols, bands)")
+    if not 1 <= shape[2] <= MAX_BANDS:  # before anything is sized by an untrusted band count
+        raise RecordError(f"{record}{side} shape {list(shape)}: {shape[2]} bands, not 1..{MAX_BANDS}")
+    return RasterSpec.stored(
+        _feature(features, f"{side}/encoding").bytes_list.value[0].decode(),
+        _feature(features, f"{side}/format").bytes_list.value[0].decode(),
+        shape,
+        _feature(features, f"{side}/dtype").bytes_list.value[0].decode(),
+        tuple(_texts(_feature(features, f"{side}/band_names"))),
+    )
+
+
+def _pixels(record: str, side: str, spec: RasterSpec, data: tuple[bytes, ...], shape: tuple) -> np.ndarray:
+    """`RasterSpec.decode`, with a payload that does not decode as recorded a `RecordError` that names ``record``."""
     import tensorflow as tf
     from rasterio.errors import RasterioError
 
-    if len(shape) != 3:
-        raise RecordError(f"{record}{side} shape {list(shape)} is not (rows, cols, bands)")
     try:
-        return decode_payload(encoding, data, shape, dtype)
+        return spec.decode(data, shape)
     except (ValueError, TypeError, RasterioError, tf.errors.OpError) as error:
-        raise RecordError(f"{record}{side} data do not decode as {encoding} {dtype} {list(shape)} ({error})") from None
+        raise RecordError(
+            f"{record}{side} data do not decode as {spec.encoding} {spec.dtype} {list(shape)} ({error})"
+        ) from None
 
 
 def decode_example(serialized: bytes, dataset=None) -> ChipExample:
-    """Read a record back into pixels, the inverse of `build_record` / `build_legacy_record`.
+    """Read a record back into pixels, in numpy: the inverse of `build_record` / `build_legacy_record`.
 
     ``dataset`` (a `DatasetInfo`, or dataset.json content holding at least ``image``
     and ``label``) is needed for legacy records only, which do not say their
-    encoding or dtype. Runs eagerly (numpy); in-graph parsing
-    uses `feature_spec`. Raises `RecordError` naming the record and feature for
+    encoding or dtype. Pixels decode by `RasterSpec.decode`; in-graph parsing is
+    `tfchips.parse.parse_example`. Raises `RecordError` naming the record and feature for
     bytes that are not a record, a missing or malformed feature, or pixels that
     do not decode as the record says.
     """
@@ -215,18 +237,11 @@ def decode_example(serialized: bytes, dataset=None) -> ChipExample:
     record = ""  # "record 'NAME': " once the name is known
     try:
         record = f"record {_feature(features, 'name').bytes_list.value[0].decode('utf-8')!r}: "
-        rasters, stored = {}, {}
-        for side in ("image", "label"):
-            encoding = _feature(features, f"{side}/encoding").bytes_list.value[0].decode()
-            stored[side] = (encoding, _feature(features, f"{side}/format").bytes_list.value[0].decode())
-            rasters[side] = _pixels(
-                record,
-                side,
-                encoding,
-                tuple(_feature(features, f"{side}/data").bytes_list.value),
-                tuple(_feature(features, f"{side}/shape").int64_list.value),
-                _feature(features, f"{side}/dtype").bytes_list.value[0].decode(),
-            )
+        specs = {side: record_spec(features, side, record) for side in ("image", "label")}
+        rasters = {
+            side: _pixels(record, side, spec, tuple(_feature(features, f"{side}/data").bytes_list.value), spec.shape)
+            for side, spec in specs.items()
+        }
         crs = _feature(features, "crs").bytes_list.value[0].decode("utf-8")
         return ChipExample(
             name=_feature(features, "name").bytes_list.value[0].decode("utf-8"),
@@ -235,12 +250,12 @@ def decode_example(serialized: bytes, dataset=None) -> ChipExample:
             transform=Affine.from_gdal(*struct.unpack("<6d", _feature(features, "transform").bytes_list.value[0])),
             image=rasters["image"],
             label=rasters["label"],
-            image_band_names=tuple(_texts(_feature(features, "image/band_names"))),
-            label_band_names=tuple(_texts(_feature(features, "label/band_names"))),
-            image_encoding=stored["image"][0],
-            image_format=stored["image"][1],
-            label_encoding=stored["label"][0],
-            label_format=stored["label"][1],
+            image_band_names=specs["image"].band_names,
+            label_band_names=specs["label"].band_names,
+            image_encoding=specs["image"].encoding,
+            image_format=specs["image"].format,
+            label_encoding=specs["label"].encoding,
+            label_format=specs["label"].format,
         )
     except (IndexError, KeyError, UnicodeDecodeError, struct.error) as error:
         raise RecordError(f"{record}not a tfchips record: missing or malformed feature {error}") from None
@@ -271,8 +286,7 @@ def _decode_legacy(features, dataset) -> ChipExample:
                     raise RecordError(f"{record}{side} holds {floats.size} floats, not {' x '.join(map(str, shape))}")
                 sides[side] = floats.reshape(shape).astype(spec.dtype)
             else:
-                data = tuple(value.bytes_list.value)
-                sides[side] = _pixels(record, side, spec.encoding, data, shape, spec.dtype)
+                sides[side] = _pixels(record, side, spec, tuple(value.bytes_list.value), shape)
     except (IndexError, KeyError, UnicodeDecodeError) as error:
         raise RecordError(f"{record}missing or malformed legacy feature {error}") from None
     key = chip_key(identifier.replace(":", "#"))

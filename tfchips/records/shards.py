@@ -27,6 +27,7 @@ from tfchips.records.encoder import EncodedChip
 from tfchips.records.options import WriterOptions
 from tfchips.records.plan import within_shard_order
 from tfchips.records.raster_spec import RasterSpec
+from tfchips.records.tfds_metadata import write_tfds_metadata
 from tfchips.records.tfrecord import TFRecordFile
 from tfchips.redaction import redact_json
 from tfchips.statistics import ChipStatistics, statistics_json
@@ -283,6 +284,7 @@ def write_dataset_json(out: str | os.PathLike, description: DatasetInfo | Mappin
     path = storage.join(os.fspath(out), DATASET_JSON)
     content = DatasetInfo.of(description, path).as_json()
     DatasetInfo.from_mapping(content, path)
+    write_tfds_metadata(out, DatasetInfo.of(description, path))  # before dataset.json, which completes a folder
     storage.publish(path, (json.dumps(redact_json(content), indent=2) + "\n").encode("utf-8"))
     return path
 
