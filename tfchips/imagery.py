@@ -356,7 +356,7 @@ def _read_scene(
     """Band values (bands, rows, cols), pixel validity (rows, cols), declared nodata and
     (scale, offset) per band of one scene; with ``scaled`` the values have them applied."""
     scene, product, source = candidate.scene, candidate.product, candidate.source
-    pixels = source.read(scene, product.bands, tile, resampling)
+    pixels, masks = source.read_with_masks(scene, product.bands, product.pixel_masks, tile, resampling)
     valid = ~np.ma.getmaskarray(pixels.values).any(axis=0)
     values = np.ma.getdata(pixels.values)
     scale_offset = pixels.scale_offset or ((1.0, 0.0),) * len(product.bands)
@@ -364,8 +364,6 @@ def _read_scene(
         scale, offset = (np.array(column, dtype=np.float64)[:, np.newaxis, np.newaxis] for column in zip(*scale_offset))
         values = (values * scale + offset).astype(np.float32)
     if product.pixel_masks:
-        # Class and probability rasters must never be interpolated.
-        masks = source.read(scene, product.pixel_masks, tile, "nearest").values
         valid &= ~np.ma.getmaskarray(masks).any(axis=0)
         layers = iter(np.ma.getdata(masks))
         if product.mask_asset is not None:

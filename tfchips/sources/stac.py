@@ -39,7 +39,14 @@ from tfchips.sources.base import (
     redact_url,
     sorted_scenes,
 )
-from tfchips.sources.items import band_names_of, item_label, read_item, scene_from_item, scene_from_properties
+from tfchips.sources.items import (
+    band_names_of,
+    item_label,
+    read_item,
+    read_item_with_masks,
+    scene_from_item,
+    scene_from_properties,
+)
 from tfchips.sources.limits import CatalogLimits, bound_session, read_local
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryPolicy, TransientError, retry_after_seconds, with_retries
 from tfchips.sources.trust import TrustBoundary
@@ -61,6 +68,12 @@ class _ItemSource(Source):
     def read(self, scene: Scene, bands: Sequence[str], tile: Tile, resampling: str = "nearest") -> Pixels:
         item, origin = self._item(scene)
         return read_item(item, bands, tile, resampling, self.boundary, origin)
+
+    def read_with_masks(
+        self, scene: Scene, bands: Sequence[str], masks: Sequence[str], tile: Tile, resampling: str = "nearest"
+    ) -> tuple[Pixels, np.ma.MaskedArray]:
+        item, origin = self._item(scene)
+        return read_item_with_masks(item, bands, masks, tile, resampling, self.boundary, origin)
 
     @abc.abstractmethod
     def _item(self, scene: Scene) -> tuple[pystac.Item, str]:
