@@ -20,7 +20,7 @@ from shapely.geometry import mapping
 from tfchips.errors import CatalogError, ItemError
 from tfchips.grid import Tile
 from tfchips.sources.base import Scene, SceneQuery, first_line, redact_text, redact_url
-from tfchips.sources.items import band_names_of, item_label, scene_from_item
+from tfchips.sources.items import band_names_of, scene_from_item
 from tfchips.sources.limits import CatalogLimits
 from tfchips.sources.retry import RetryPolicy, with_retries
 from tfchips.sources.search_blocks import BlockItems, block_of, search_area
