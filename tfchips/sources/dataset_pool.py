@@ -35,7 +35,7 @@ def gdal_options() -> dict[str, str | int]:
         "VSI_CACHE": "TRUE",
     }
     if not os.environ.get("GDAL_CACHEMAX"):
-        options["GDAL_CACHEMAX"] = DEFAULT_CACHE_MB
+        options["GDAL_CACHEMAX"] = DEFAULT_CACHE_MB << 20  # rasterio passes bytes on as bytes
     return options
 
 
