@@ -28,7 +28,7 @@ ZONE = 13
 COLLECTION = "loopback-l2"
 BANDS = ("blue", "green", "red", "nir")
 # Scene pixels start this far (metres) from the tile grid, as another grid's do.
-_OFFSET = 7.0
+OFFSET = 7.0
 _DEFAULT_PAGE = 10
 
 
@@ -65,9 +65,13 @@ def tile_grid(side: int, tilesize: int, resolution: float, ti0: int = -32, tj0: 
     return [Tile(tilesize, 0, resolution, ZONE, ti0 + i, tj0 + j) for j in reversed(range(side)) for i in range(side)]
 
 
-def make_world(root: str, tiles: list[Tile], dates: int = 3, blocksize: int = 256, seed: int = 0) -> World:
+def make_world(
+    root: str, tiles: list[Tile], dates: int = 3, blocksize: int = 256, seed: int = 0, offset: float = OFFSET
+) -> World:
     """Scenes over ``tiles``: ``dates`` dates x two footprints (west and east, overlapping by a
-    third), each a COG per band of `BANDS` and ``qa_pixel``, at 30 m; a static catalog of them."""
+    third), each a COG per band of `BANDS` and ``qa_pixel``, at 30 m, their pixels ``offset``
+    metres off the tile grid (15: half a pixel, where nearest resampling meets ties); a static
+    catalog of them."""
     os.makedirs(os.path.join(root, "files"), exist_ok=True)
     west = min(t.bounds[0] for t in tiles)
     south = min(t.bounds[1] for t in tiles)
@@ -81,7 +85,7 @@ def make_world(root: str, tiles: list[Tile], dates: int = 3, blocksize: int = 25
     items = []
     for day in range(dates):
         for number, (left, right) in enumerate(footprints):
-            left, top = left + _OFFSET, north + 600 + _OFFSET
+            left, top = left + offset, north + 600 + offset
             cols = int((right - left) // resolution)
             rows = int((top - (south - 600)) // resolution)
             transform = Affine(resolution, 0, left, 0, -resolution, top)
@@ -148,11 +152,12 @@ def _write_catalog(root: str, items: list[dict]) -> None:
 
 @dataclass
 class Log:
-    """What a `Service` served: ``searches`` (first pages), ``pages``, and ``ranges`` as
-    (file, first byte, last byte) per file request."""
+    """What a `Service` served: ``searches`` (first pages) with the ``limits`` they asked for,
+    ``pages``, and ``ranges`` as (file, first byte, last byte) per file request."""
 
     searches: int = 0
     pages: int = 0
+    limits: list = field(default_factory=list)
     ranges: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -173,7 +178,7 @@ class Log:
 
     def reset(self) -> None:
         with self.lock:
-            self.searches, self.pages, self.ranges = 0, 0, []
+            self.searches, self.pages, self.limits, self.ranges = 0, 0, [], []
 
 
 class Service(http.server.ThreadingHTTPServer):
@@ -216,6 +221,9 @@ class Service(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm each answer on a kept-alive
+    # connection would wait for the client's delayed acknowledgement (40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:
         pass
@@ -243,7 +251,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         offset = int(body.get("token") or 0)
         with server.log.lock:
             server.log.pages += 1
-            server.log.searches += offset == 0
+            if offset == 0:
+                server.log.searches += 1
+                server.log.limits.append(body.get("limit"))
         features = server.features(body)
         page = features[offset : offset + limit]
         links = []

@@ -68,26 +68,31 @@ def _warp_group(group: Sequence[SourceRead], tile: Tile, values: np.ma.MaskedArr
     common = dict(
         src_transform=group[0].transform, src_crs=group[0].crs, dst_transform=tile.transform, dst_crs=tile.crs
     )
-    # One nearest warp: every nearest band, then each file's coverage (one layer when its
-    # bands agree on it, as single-band files do).
+    # One nearest warp: every nearest band, then the coverage layers, each distinct one once
+    # (the band files of a scene mostly agree on where they have data).
     layers: list[np.ndarray] = []
     for read in group:
         layers += [read.filled[b] for b, method in enumerate(read.methods) if method == "nearest"]
-    covered_at = []
+    coverages: list[np.ndarray] = []
+    coverage_of: list[list[int]] = []
     for read in group:
-        covered = ~read.invalid
-        shared = all(np.array_equal(covered[0], other) for other in covered[1:])
-        covered_at.append((len(layers), shared))
-        layers += [covered[0]] if shared else list(covered)
+        indices = []
+        for covered in ~read.invalid:
+            index = next((i for i, known in enumerate(coverages) if np.array_equal(known, covered)), None)
+            if index is None:
+                index = len(coverages)
+                coverages.append(covered)
+            indices.append(len(layers) + index)
+        coverage_of.append(indices)
     kinds = [read.dtype for read in group if "nearest" in read.methods]
-    stack = np.stack([layer.astype(np.result_type(*kinds, np.uint8), copy=False) for layer in layers])
-    warped = np.zeros((len(layers), *tile.shape), dtype=stack.dtype)  # 0 outside the source: not covered
+    common_dtype = np.result_type(*kinds, np.uint8)
+    stack = np.stack([layer.astype(common_dtype, copy=False) for layer in layers + coverages])
+    warped = np.zeros(stack.shape[:1] + tuple(tile.shape), dtype=stack.dtype)  # 0 outside the source: not covered
     reproject(stack, warped, resampling=Resampling.nearest, **common)
     layer = 0
-    for read, (first, shared) in zip(group, covered_at):
-        coverage = warped[first : first + (1 if shared else len(read.positions))] != 0
-        for b, (position, method) in enumerate(zip(read.positions, read.methods)):
-            missing = ~coverage[0 if shared else b]
+    for read, indices in zip(group, coverage_of):
+        for position, method, index in zip(read.positions, read.methods, indices):
+            missing = warped[index] == 0
             values.mask[position] = missing
             if method == "nearest":
                 band = warped[layer].astype(read.dtype)
