@@ -434,7 +434,8 @@ def test_job_completes_with_failed_tiles_and_a_rerun_fills_them_in(demo, serve, 
     reason = rf"search failed for tile {TILE.key} \(.*gave up after 3 attempts\)"
     assert re.search(rf"failed: {TILE.key}: .*{reason}", first.output)
     assert "5 written (0 from an earlier run), 0 skipped, 1 failed" in first.output
-    assert flaky.served("truncate") >= 2 and flaky.served("429") >= 2  # the faults did reach the readers
+    # The faults did reach the readers (each byte is fetched once now, so few reads meet one).
+    assert flaky.served("500") >= 1 and flaky.served("truncate") >= 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert [t["key"] for t in manifest["tiles"] if t["status"] == "failed"] == [TILE.key]
     # What the flaky run wrote equals the clean run, byte for byte.
