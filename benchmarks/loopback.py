@@ -122,7 +122,8 @@ def _write(root: str, name: str, data: np.ndarray, transform: Affine, blocksize:
 def _item(scene: str, when: datetime, transform: Affine, rows: int, cols: int, assets: dict) -> dict:
     left, top = transform.c, transform.f
     right, bottom = left + cols * transform.a, top + rows * transform.e
-    lon, lat = utm_to_lonlat(np.array([left, right, right, left, left]), np.array([bottom, bottom, top, top, bottom]), ZONE)
+    xs, ys = np.array([left, right, right, left, left]), np.array([bottom, bottom, top, top, bottom])
+    lon, lat = utm_to_lonlat(xs, ys, ZONE)
     ring = [[float(x), float(y)] for x, y in zip(lon, lat)]
     return {
         "type": "Feature",
@@ -190,7 +191,8 @@ class Service(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.world, self.log = world, Log()
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self._files = {name: os.path.join(world.root, "files", name) for name in os.listdir(os.path.join(world.root, "files"))}
+        folder = os.path.join(world.root, "files")
+        self._files = {name: os.path.join(folder, name) for name in os.listdir(folder)}
         self._footprints = [shape(item["geometry"]) for item in world.items]
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -289,7 +291,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._json({"code": "NotFound"}, 404)
         size = os.path.getsize(path)
         match = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        first, last = (0, size - 1) if not match else (int(match.group(1)), min(int(match.group(2) or size - 1), size - 1))
+        first, last = 0, size - 1
+        if match:
+            first, last = int(match.group(1)), min(int(match.group(2) or size - 1), size - 1)
         if send_body:
             with server.log.lock:
                 server.log.ranges.append((os.path.basename(path), first, last))

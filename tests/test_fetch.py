@@ -91,7 +91,11 @@ def test_each_byte_is_fetched_once_by_a_worker(world, service, monkeypatch):
 def test_one_warp_per_scene_carries_bands_masks_and_coverage(world, monkeypatch, resampling, warps):
     calls = []
     real = warp.reproject
-    monkeypatch.setattr(warp, "reproject", lambda source, *args, **kw: calls.append(source.shape) or real(source, *args, **kw))
+    def counted(source, *args, **kwargs):
+        calls.append(source.shape)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(warp, "reproject", counted)
     request = ImageryRequest.from_options(world.options(world.catalog, method="median", resampling=resampling))
     imagery_for_tile(TILES[5], request)
     # The tile lies where the footprints overlap: median reads all 6 scenes. Nearest: 4 bands,
