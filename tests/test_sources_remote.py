@@ -17,7 +17,7 @@ from affine import Affine
 from tfchips.errors import CatalogError, CredentialsError, ItemError
 from tfchips.grid import Tile
 from tfchips.imagery import ImageryRequest, imagery_for_tile
-from tfchips.sources import SceneQuery, StacApi, open_source, stac
+from tfchips.sources import SceneQuery, StacApi, open_source, stac_api
 
 TILE = Tile(tilesize=8, pad=0, resolution=10.0, zone=13, ti=-135, tj=6170)
 WEST, SOUTH, EAST, NORTH = TILE.bounds
@@ -240,13 +240,13 @@ def test_apis_that_need_signed_urls_sign_every_asset(tmp_path, serve, monkeypatc
                 asset.href += "?sig=granted"
 
     monkeypatch.setitem(sys.modules, "loopback_signer", types.SimpleNamespace(sign_inplace=sign_inplace))
-    monkeypatch.setattr(stac, "SIGNERS", {"127.0.0.1": "loopback_signer"})
+    monkeypatch.setattr(stac_api, "SIGNERS", {"127.0.0.1": "loopback_signer"})
     server = _stac_api(tmp_path, serve, lambda base: [_item(base, "a", 1, 10.0, 11)])
     source = open_source(server.url)
     pixels = source.read(source.search(TILE, SceneQuery())[0], ["red"], TILE)
     assert (pixels.values == 11).all()
     assert any(r[1] == "/files/v11.tif?sig=granted" for r in server.requests)
-    monkeypatch.setattr(stac, "SIGNERS", {"127.0.0.1": "no_such_signer"})
+    monkeypatch.setattr(stac_api, "SIGNERS", {"127.0.0.1": "no_such_signer"})
     with pytest.raises(CatalogError, match="need signed URLs; pip install no-such-signer"):
         StacApi(server.url)
 

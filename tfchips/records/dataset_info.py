@@ -33,7 +33,6 @@ MAX_BYTES = 64 * 2**20
 MAX_DEPTH = 32
 MAX_SHARDS = 99_999  # per split: shard names count them in five digits
 MAX_RECORDS = 2**40
-RECORD_FORMATS = (*FORMATS.values(), RAW_FORMAT)
 STATISTICS_SOURCES = ("manifest", "computed", "sample")
 
 

@@ -23,7 +23,8 @@ from tfchips.sources.earthone import PREFIX as EARTHONE_PREFIX
 from tfchips.sources.earthone import EarthOneProduct
 from tfchips.sources.raster import BandRef, read_bands
 from tfchips.sources.limits import CatalogLimits
-from tfchips.sources.stac import StacApi, StaticCatalog
+from tfchips.sources.stac import StaticCatalog
+from tfchips.sources.stac_api import StacApi
 from tfchips.sources.trust import TrustBoundary
 
 __all__ = [

@@ -87,6 +87,18 @@ class Source(abc.ABC):
     def read(self, scene: Scene, bands: Sequence[str], tile: Tile, resampling: str = "nearest") -> Pixels:
         """The named bands of ``scene`` resampled onto the tile's CRS, transform and shape."""
 
+    def read_with_masks(
+        self, scene: Scene, bands: Sequence[str], masks: Sequence[str], tile: Tile, resampling: str = "nearest"
+    ) -> tuple[Pixels, np.ma.MaskedArray]:
+        """``bands`` with ``resampling``, and the mask assets ``masks`` with nearest (class and
+        probability rasters are never interpolated) as a masked (masks, rows, cols) array.
+
+        Sources that read files override this to warp bands and masks in one call per grid.
+        """
+        pixels = self.read(scene, bands, tile, resampling)
+        empty = np.ma.masked_all((0, *tile.shape), dtype=np.uint8)
+        return pixels, (self.read(scene, masks, tile, "nearest").values if masks else empty)
+
 
 def as_utc(moment: datetime) -> datetime:
     """An aware UTC datetime; naive values are taken to be UTC already."""

@@ -12,13 +12,14 @@ import math
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pystac
 from pystac.utils import str_to_datetime
 
 from tfchips.errors import ItemError
 from tfchips.grid import Tile
 from tfchips.sources.base import Pixels, Scene, as_utc, redact_text
-from tfchips.sources.raster import BandRef, read_bands
+from tfchips.sources.raster import BandRef, read_bands, read_bands_and_masks
 from tfchips.sources.trust import TrustBoundary
 
 
@@ -81,6 +82,21 @@ def read_item(
 ) -> Pixels:
     """The named bands of a STAC item on the tile grid (see `band_refs` for the arguments)."""
     return read_bands(band_refs(item, names, boundary, origin), tile, resampling, label=item_label(item))
+
+
+def read_item_with_masks(
+    item: pystac.Item,
+    names: Sequence[str],
+    masks: Sequence[str],
+    tile: Tile,
+    resampling: str,
+    boundary: TrustBoundary,
+    origin: str,
+) -> tuple[Pixels, np.ma.MaskedArray]:
+    """The named bands of a STAC item with ``resampling`` and its mask assets ``masks`` with
+    nearest, warped together (see `read_bands_and_masks`; `band_refs` for the arguments)."""
+    refs = band_refs(item, [*names, *masks], boundary, origin)
+    return read_bands_and_masks(refs[: len(names)], refs[len(names) :], tile, resampling, label=item_label(item))
 
 
 def item_label(item: pystac.Item) -> str:

@@ -10,7 +10,12 @@ environment like the `RetryPolicy`, read when a source is opened:
 ``TFCHIPS_HTTP_DEADLINE``       300         seconds for one request, from connecting to
                                             the last byte of its body
 ``TFCHIPS_STAC_MAX_PAGES``      100         pages of results one STAC API search may
-                                            return (a tile's search, not the job's)
+                                            return (a block's search, not the job's)
+``TFCHIPS_STAC_PAGE_LIMIT``     100         items asked for per page of a search (the
+                                            ``limit`` sent; servers may cap it)
+``TFCHIPS_STAC_SEARCH_BLOCK``   16          tiles per side of the square block of the
+                                            grid that one STAC API search covers; 1
+                                            searches once per tile
 ``TFCHIPS_CATALOG_MAX_ITEMS``   250000      items one static catalog may hold
 ==============================  ==========  =========================================
 
@@ -39,7 +44,10 @@ ENVIRONMENT = {
     "deadline": "TFCHIPS_HTTP_DEADLINE",
     "max_pages": "TFCHIPS_STAC_MAX_PAGES",
     "max_items": "TFCHIPS_CATALOG_MAX_ITEMS",
+    "page_limit": "TFCHIPS_STAC_PAGE_LIMIT",
+    "search_block": "TFCHIPS_STAC_SEARCH_BLOCK",
 }
+_WHOLE = ("max_bytes", "max_pages", "max_items", "page_limit", "search_block")
 # Bytes asked of the socket at once; a read returns as soon as any arrive.
 _CHUNK = 1 << 16
 
@@ -52,9 +60,11 @@ class CatalogLimits:
     deadline: float = 300.0
     max_pages: int = 100
     max_items: int = 250_000
+    page_limit: int = 100
+    search_block: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pages", "max_items"):
+        for name in _WHOLE:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{ENVIRONMENT[name]} must be a whole number of at least 1, got {value!r}")
@@ -64,7 +74,7 @@ class CatalogLimits:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> CatalogLimits:
         """The limits set by the ``TFCHIPS_*`` variables of the module docstring; defaults elsewhere."""
-        return cls(**numbers_from_environment(ENVIRONMENT, ("max_bytes", "max_pages", "max_items"), environ))
+        return cls(**numbers_from_environment(ENVIRONMENT, _WHOLE, environ))
 
     def too_many_items(self, catalog: str) -> CatalogError:
         """The error of a static catalog that holds more than ``max_items`` items."""

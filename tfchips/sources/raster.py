@@ -20,25 +20,19 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
-from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from tfchips.errors import RasterReadError
 from tfchips.grid import Tile
 from tfchips.sources.base import RESAMPLING, Pixels, first_line, redact_text, redact_url
+from tfchips.sources.dataset_pool import DatasetPool, gdal_options, worker_pool
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryError, RetryPolicy, with_retries
 from tfchips.size_limits import READ_PIXELS
+from tfchips.sources.warp import SourceRead, fits_dtype, warp_reads
 from tfchips.tiff_directory import tiff_file_problem
 
-# Remote COGs: never list the folder, merge neighbouring range requests.
-# Retries and timeouts come from the `RetryPolicy` of each read.
-_GDAL_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "VSI_CACHE": "TRUE",
-}
 # Prefixes of rasters GDAL reads over the network.
 _REMOTE = ("http://", "https://", "s3://", "gs://", "az://", "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls")
 # Source pixels kept around the tile's footprint so bilinear and cubic kernels see their neighbours.
@@ -61,55 +55,99 @@ class BandRef:
 def read_bands(refs: Sequence[BandRef], tile: Tile, resampling: str = "nearest", label: str = "") -> Pixels:
     """Bands ``refs`` on the tile grid, as a masked (bands, rows, cols) array.
 
-    Each file is opened once however many of its bands are asked for. ``label`` (an item
-    id, say) prefixes error messages, which always name the file.
+    Each file is opened once however many of its bands are asked for, and kept open for
+    the next tile (see `tfchips.sources.dataset_pool`); the bands of files on one grid are
+    warped together, their coverage in the same call (see `tfchips.sources.warp`).
+    ``label`` (an item id, say) prefixes error messages, which always name the file.
     """
+    return read_bands_and_masks(refs, (), tile, resampling, label)[0]
+
+
+def read_bands_and_masks(
+    refs: Sequence[BandRef], masks: Sequence[BandRef], tile: Tile, resampling: str = "nearest", label: str = ""
+) -> tuple[Pixels, np.ma.MaskedArray]:
+    """`read_bands` of ``refs``, and of ``masks`` (class or probability rasters) read with
+    nearest resampling, all in one pass: a file holding both is read once, and bands and
+    masks on one grid are warped in one call. The masks come back as a masked
+    (masks, rows, cols) array in their files' dtype, the bands in theirs."""
     if resampling not in RESAMPLING:
         raise ValueError(f"unknown resampling {resampling!r}; expected one of {', '.join(RESAMPLING)}")
+    every = [*refs, *masks]
+    methods = [resampling] * len(refs) + ["nearest"] * len(masks)
     positions: dict[str, list[int]] = {}
-    for position, ref in enumerate(refs):
+    for position, ref in enumerate(every):
         positions.setdefault(ref.href, []).append(position)
-    parts: dict[str, Pixels] = {}
     prefix = f"{label}: " if label else ""
     policy = RetryPolicy.from_environment()
-    with rasterio.Env(**_GDAL_OPTIONS, **policy.gdal_options()):
-        for href, where in positions.items():
-            parts[href] = _read_href(href, [refs[p] for p in where], tile, resampling, prefix, policy)
-    dtype = np.result_type(*(part.values.dtype for part in parts.values()))
-    values = np.ma.masked_all((len(refs), *tile.shape), dtype=dtype)
-    for href, where in positions.items():
-        values[where] = parts[href].values
+    pool = worker_pool()
+    with rasterio.Env(**gdal_options(), **policy.gdal_options()):
+        reads = [
+            _read_href(href, every, where, methods, tile, prefix, policy, pool) for href, where in positions.items()
+        ]
+    values = warp_reads(reads, len(every), tile)
+    bands = _section(values, reads, 0, len(refs))
     scale_offset = tuple((float(ref.scale), float(ref.offset)) for ref in refs)
-    return Pixels(values=values, nodata=parts[refs[0].href].nodata, scale_offset=scale_offset)
+    return Pixels(bands, reads[0].nodata, scale_offset), _section(values, reads, len(refs), len(every))
+
+
+def _section(values: np.ma.MaskedArray, reads: Sequence[SourceRead], start: int, stop: int) -> np.ma.MaskedArray:
+    """Layers ``start:stop`` of ``values`` in the dtype of the files they come from."""
+    kinds = [read.dtype for read in reads if any(start <= p < stop for p in read.positions)]
+    dtype = np.result_type(*kinds) if kinds else np.dtype(np.uint8)
+    return values[start:stop].astype(dtype, copy=False)
 
 
 def _read_href(
-    href: str, refs: Sequence[BandRef], tile: Tile, resampling: str, prefix: str, policy: RetryPolicy
-) -> Pixels:
-    """One file's bands; a remote file is read again from scratch after a failure.
+    href: str,
+    refs: Sequence[BandRef],
+    where: Sequence[int],
+    methods: Sequence[str],
+    tile: Tile,
+    prefix: str,
+    policy: RetryPolicy,
+    pool: DatasetPool,
+) -> SourceRead:
+    """One file's bands (``refs`` at positions ``where``) under the tile; a remote file is
+    read again from scratch after a failure.
 
     GDAL caches what it fetched, truncated blocks included, so the whole read is retried,
-    each time with GDAL's cache of remote files dropped; GDAL itself does not retry (see
-    `RetryPolicy.gdal_options`), so a file is tried at most ``attempts`` times in all.
-    A local TIFF whose tags hold more bytes than `TIFF_TAG_BYTES` allows is refused before
-    GDAL reads them.
+    each time with the dataset closed and GDAL's cache of remote files dropped; GDAL itself
+    does not retry (see `RetryPolicy.gdal_options`), so a file is tried at most ``attempts``
+    times in all. A local TIFF whose tags hold more bytes than `TIFF_TAG_BYTES` allows is
+    refused before GDAL reads them.
     """
 
-    def read() -> Pixels:
-        with rasterio.open(href) as dataset:
-            return _read_file(dataset, refs, tile, resampling, prefix)
+    def read() -> SourceRead:
+        try:
+            dataset = pool.get(href, _opener(prefix))
+            return _read_file(dataset, [refs[p] for p in where], where, [methods[p] for p in where], tile, prefix)
+        except BaseException:
+            pool.forget(href)
+            raise
+
+    def forget() -> None:
+        pool.forget(href)
+        _forget_remote_files()
 
     try:
         if not href.startswith(_REMOTE):
-            too_large = tiff_file_problem(href)
-            if too_large:
-                raise RasterReadError(redact_text(f"{prefix}{href}: {too_large}"))
             return read()
-        return with_retries(read, policy, _transient_gdal_error, _forget_remote_files, f"reading {redact_url(href)}")
+        return with_retries(read, policy, _transient_gdal_error, forget, f"reading {redact_url(href)}")
     # GDAL errors that rasterio does not wrap (PROJ finding no transformation between two
     # CRSs, say) are CPLE_BaseError, not RasterioError.
     except (RasterioError, CRSError, CPLE_BaseError, RetryError) as error:
         raise RasterReadError(redact_text(f"{prefix}cannot read {href}: {first_line(error)}")) from None
+
+
+def _opener(prefix: str):
+    def open_raster(href: str):
+        if not href.startswith(_REMOTE):
+            too_large = tiff_file_problem(href)
+            if too_large:
+                raise RasterReadError(redact_text(f"{prefix}{href}: {too_large}"))
+        return rasterio.open(href)
+
+    return open_raster
 
 
 def _transient_gdal_error(error: BaseException) -> tuple[bool, float | None]:
@@ -152,7 +190,9 @@ def _gdal_libraries() -> tuple:
     return tuple(libraries)
 
 
-def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, prefix: str) -> Pixels:
+def _read_file(
+    dataset, refs: Sequence[BandRef], where: Sequence[int], methods: Sequence[str], tile: Tile, prefix: str
+) -> SourceRead:
     indexes = [ref.index for ref in refs]
     for index in indexes:
         if not 1 <= index <= dataset.count:
@@ -164,11 +204,10 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
         for index, ref in zip(indexes, refs)
     ]
     dtype = np.dtype(dataset.dtypes[indexes[0] - 1])
-    rows, cols = tile.shape
     bounds = transform_bounds(tile.crs, dataset.crs, *tile.bounds, densify_pts=21)
     source = _source_window(dataset, bounds, _overview_factor(dataset, indexes[0], bounds, tile.shape))
     if source is None:
-        return Pixels(np.ma.masked_all((len(refs), rows, cols), dtype=dtype), declared[0])
+        return SourceRead(tuple(where), tuple(methods), declared[0], dtype)
     # The header alone sets the window's size (a scene may declare any number of pixels
     # under the tile): refuse it before GDAL allocates it.
     excess = READ_PIXELS.excess(len(indexes) * math.prod(source.shape))
@@ -189,22 +228,9 @@ def _read_file(dataset, refs: Sequence[BandRef], tile: Tile, resampling: str, pr
         invalid |= np.isnan(raw)
     fill = next((v for v in declared if v is not None and fits_dtype(v, raw.dtype)), 0)
     filled = np.where(invalid, np.asarray(fill, dtype=raw.dtype), raw)
-    warped = np.full((len(indexes), rows, cols), fill, dtype=raw.dtype)
-    common = dict(src_transform=source.transform, src_crs=dataset.crs, dst_transform=tile.transform, dst_crs=tile.crs)
-    reproject(
-        filled,
-        warped,
-        src_nodata=fill if invalid.any() else None,
-        dst_nodata=fill,
-        resampling=Resampling[resampling],
-        **common,
+    return SourceRead(
+        tuple(where), tuple(methods), declared[0], raw.dtype, filled, invalid, fill, dataset.crs, source.transform
     )
-    # Coverage follows the nearest source pixel, whatever resampling the values use.
-    coverage = np.zeros((len(indexes), rows, cols), dtype=np.uint8)
-    reproject(
-        (~invalid).astype(np.uint8), coverage, src_nodata=0, dst_nodata=0, resampling=Resampling.nearest, **common
-    )
-    return Pixels(np.ma.MaskedArray(warped, mask=coverage == 0), declared[0])
 
 
 def _overview_factor(dataset, index: int, bounds: tuple, shape: tuple[int, int]) -> int:
@@ -259,17 +285,3 @@ def _source_window(dataset, bounds: tuple, factor: int = 1, margin: int = _KERNE
         @ Affine.scale(width / cols, height / rows)
     )
     return _SourceWindow(window, (row1 - row0, col1 - col0), transform)
-
-
-def fits_dtype(value: float, dtype: np.dtype) -> bool:
-    """Whether ``value`` can be stored in ``dtype``: a whole number within an integer dtype's
-    range; for a float dtype NaN, infinities and any number that does not overflow it to
-    infinity (it is stored rounded to the nearest value the dtype holds)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        with np.errstate(over="ignore"):
-            return not math.isfinite(value) or bool(np.isfinite(dtype.type(value)))
-    if isinstance(value, float) and not value.is_integer():  # also False for NaN and infinities
-        return False
-    info = np.iinfo(dtype)
-    return info.min <= value <= info.max

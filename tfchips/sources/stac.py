@@ -1,4 +1,5 @@
-"""STAC sources: a static catalog on disk or behind a URL, and a STAC API that answers /search.
+"""STAC sources: a static catalog on disk or behind a URL (here), and a STAC API that answers
+/search (`tfchips.sources.stac_api`).
 
 Both turn items into `Scene`s and read their assets as `tfchips.sources.items` says.
 What a catalog can make tfchips read is bounded twice: by the `TrustBoundary` (which
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import functools
-import importlib
 import json
 import logging
 import os
@@ -23,7 +23,7 @@ import numpy as np
 import pystac
 import requests
 import shapely
-from shapely.geometry import mapping, shape
+from shapely.geometry import shape
 
 from tfchips import __version__
 from tfchips.errors import CatalogError, ItemError
@@ -39,15 +39,13 @@ from tfchips.sources.base import (
     redact_url,
     sorted_scenes,
 )
-from tfchips.sources.items import band_names_of, item_label, read_item, scene_from_item, scene_from_properties
+from tfchips.sources.items import band_names_of, read_item, read_item_with_masks, scene_from_properties
 from tfchips.sources.limits import CatalogLimits, bound_session, read_local
 from tfchips.sources.retry import TRANSIENT_STATUS, RetryPolicy, TransientError, retry_after_seconds, with_retries
 from tfchips.sources.trust import TrustBoundary
 
 logger = logging.getLogger(__name__)
 
-# APIs whose asset URLs must be signed before reading, and the optional package that signs them.
-SIGNERS = {"planetarycomputer.microsoft.com": "planetary_computer"}
 # Items of a static catalog kept parsed between reads: a tile reads each of its scenes twice
 # or more (bands, then mask assets), and neighbouring tiles share scenes.
 _PARSED_ITEMS = 64
@@ -61,6 +59,12 @@ class _ItemSource(Source):
     def read(self, scene: Scene, bands: Sequence[str], tile: Tile, resampling: str = "nearest") -> Pixels:
         item, origin = self._item(scene)
         return read_item(item, bands, tile, resampling, self.boundary, origin)
+
+    def read_with_masks(
+        self, scene: Scene, bands: Sequence[str], masks: Sequence[str], tile: Tile, resampling: str = "nearest"
+    ) -> tuple[Pixels, np.ma.MaskedArray]:
+        item, origin = self._item(scene)
+        return read_item_with_masks(item, bands, masks, tile, resampling, self.boundary, origin)
 
     @abc.abstractmethod
     def _item(self, scene: Scene) -> tuple[pystac.Item, str]:
@@ -138,129 +142,6 @@ class StaticCatalog(_ItemSource):
             return pystac.Item.from_dict(data, href=href, preserve_dict=False)
         except Exception as error:  # pystac raises KeyError, TypeError, STACTypeError...
             raise ItemError(redact_text(f"{href}: not a usable STAC item ({first_line(error)})")) from None
-
-
-class StacApi(_ItemSource):
-    """A STAC API (Earth Search, Planetary Computer, ...) searched once per tile with pystac-client.
-
-    ``boundary`` (what its items may name, and which hosts its pages may come from) and
-    ``limits`` default to the environment's; a search that pages past ``max_pages`` fails.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        collection: str | None = None,
-        boundary: TrustBoundary | None = None,
-        limits: CatalogLimits | None = None,
-    ) -> None:
-        import pystac_client
-        from pystac_client.conformance import ConformanceClasses
-        from pystac_client.stac_api_io import StacApiIO
-
-        self.name = url
-        self.boundary = (boundary or TrustBoundary.from_environment()).trusting(url)
-        self._limits = limits or CatalogLimits.from_environment()
-        self._collection = collection
-        signer = _signer(url)
-        policy = RetryPolicy.from_environment()
-        # Retries are ours (`with_retries`), so that Retry-After and truncated bodies count too.
-        stac_io = StacApiIO(timeout=policy.timeout, max_retries=None)
-        _bounded(stac_io.session, url, self.boundary, self._limits, policy)
-        try:
-            self._client = with_retries(
-                lambda: pystac_client.Client.open(url, stac_io=stac_io, timeout=policy.timeout, modifier=signer),
-                policy,
-                what=f"opening {redact_url(url)}",
-            )
-        except Exception as error:  # requests, APIError, STACTypeError: all mean "not usable"
-            raise CatalogError(_masked(f"{url}: cannot open the STAC API ({first_line(error)})", url)) from None
-        if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
-            raise CatalogError(redact_text(f"{url}: not a STAC API with item search (no /search conformance)"))
-        self._server_query = self._client.conforms_to(ConformanceClasses.QUERY)
-        self._offered = None if collection is None else self._check_collection(stac_io, collection)
-
-    def band_names(self) -> tuple[frozenset[str], frozenset[str]] | None:
-        return self._offered
-
-    def _check_collection(self, stac_io, collection: str) -> tuple[frozenset[str], frozenset[str]] | None:
-        """Refuse a collection the API does not list; what its ``item_assets`` offer, if it says.
-
-        An API without a usable ``/collections`` is not judged: searches will tell.
-        """
-        root = self.name.rstrip("/")
-        try:
-            listed = with_retries(lambda: stac_io.read_json(f"{root}/collections"), what=f"listing {redact_url(root)}")
-            ids = [c.get("id") for c in listed.get("collections") or [] if isinstance(c, dict)]
-        except Exception:  # noqa: BLE001 - no listing: nothing to check against
-            return None
-        paged = any(isinstance(link, dict) and link.get("rel") == "next" for link in listed.get("links") or [])
-        if collection not in ids and not paged:
-            shown = ", ".join(sorted(str(i) for i in ids)[:20]) or "none"
-            raise CatalogError(_masked(f"{self.name}: no collection {collection!r} (`collection`); collections: {shown}", self.name))
-        document = next((c for c in listed["collections"] if isinstance(c, dict) and c.get("id") == collection), {})
-        item_assets = document.get("item_assets")
-        if not isinstance(item_assets, dict) or not item_assets:
-            return None
-        keys, names = band_names_of(item_assets)
-        return frozenset(keys), frozenset(names)
-
-    def search(self, tile: Tile, query: SceneQuery) -> list[Scene]:
-        params: dict = {"intersects": mapping(tile.geometry)}
-        if self._collection is not None:
-            params["collections"] = [self._collection]
-        if query.start is not None or query.end is not None:
-            params["datetime"] = f"{_iso(query.start)}/{_iso(query.end)}"
-        if query.max_cloud is not None and self._server_query:
-            params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
-        try:
-            features = with_retries(lambda: self._features(params), what=f"searching {redact_url(self.name)}")
-            items = [pystac.Item.from_dict(self._with_self_link(feature), preserve_dict=False) for feature in features]
-        except Exception as error:
-            message = f"{self.name}: search failed for tile {tile.key} ({first_line(error)})"
-            raise CatalogError(_masked(message, self.name)) from None
-        # Filter again here: servers differ on open intervals and some ignore `query`.
-        scenes = [scene_from_item(item) for item in items]
-        return sorted_scenes([s for s in scenes if query.accepts(s.datetime, s.cloud_cover)])
-
-    def _with_self_link(self, feature: dict) -> dict:
-        """``feature`` with an absolute self link, so that relative asset hrefs resolve against
-        the item's own URL, as they do in a static catalog, and never against the API's root.
-
-        An absolute self link is kept; a relative one is resolved against the API's URL; an
-        item without one gets its canonical URL, ``{api}/collections/{collection}/items/{id}``
-        (none when it names no collection).
-        """
-        if not isinstance(feature, dict):
-            return feature
-        links = [link for link in feature.get("links") or [] if isinstance(link, dict)]
-        own = next((link.get("href") for link in links if link.get("rel") == "self"), None)
-        if isinstance(own, str) and own and "://" in own:
-            return feature
-        root = self.name.rstrip("/") + "/"
-        if isinstance(own, str) and own:
-            href = urllib.parse.urljoin(root, own)
-        elif not (feature.get("collection") or self._collection):
-            return feature  # no collection to name the item's URL by: hrefs must be absolute
-        else:
-            collection = feature.get("collection") or self._collection
-            quoted = [urllib.parse.quote(str(part), safe="") for part in (collection, feature.get("id"))]
-            href = urllib.parse.urljoin(root, "collections/{}/items/{}".format(*quoted))
-        others = [link for link in links if link.get("rel") != "self"]
-        return {**feature, "links": [*others, {"rel": "self", "href": href, "type": "application/geo+json"}]}
-
-    def _features(self, params: dict) -> list[dict]:
-        """Every feature of every page of one search; no more than ``max_pages`` pages."""
-        features: list[dict] = []
-        for number, page in enumerate(self._client.search(**params).pages_as_dicts(), 1):
-            features += page.get("features") or []
-            following = any(isinstance(link, dict) and link.get("rel") == "next" for link in page.get("links") or [])
-            if following and number >= self._limits.max_pages:
-                raise self._limits.too_many_pages()
-        return features
-
-    def _item(self, scene: Scene) -> tuple[pystac.Item, str]:
-        return scene.handle, self.name
 
 
 def _bounded(
@@ -350,19 +231,6 @@ def _secrets(url: str) -> set[str]:
 
 def _local_path(href: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(href).path) if href.startswith("file://") else href
-
-
-def _signer(url: str):
-    """The function that signs asset URLs of this API in place, if it needs one (see `SIGNERS`)."""
-    package = SIGNERS.get(urllib.parse.urlparse(url).hostname or "")
-    if package is None:
-        return None
-    try:
-        return importlib.import_module(package).sign_inplace
-    except ImportError:
-        raise CatalogError(
-            redact_text(f"{url}: the assets of this API need signed URLs; pip install {package.replace('_', '-')}")
-        ) from None
 
 
 def _catalog_file(href: str) -> str:
@@ -488,7 +356,3 @@ def _footprint(data: dict, label: str) -> shapely.Geometry | None:
         problem = f"an unusable geometry ({first_line(error)})"
     logger.warning("%s", redact_text(f"{label} is left out: it has {problem}"))
     return None
-
-
-def _iso(moment) -> str:
-    return ".." if moment is None else moment.isoformat().replace("+00:00", "Z")
