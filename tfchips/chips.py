@@ -42,6 +42,8 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
+# Optional per-pixel provenance rasters (`tfchips.provenance`).
+PROVENANCE_DIR = "provenance"
 MANIFEST_NAME = "manifest.json"
 # ESRI's export names its metadata mode here; tfchips reads only the Classified Tiles mode.
 ESRI_STATS_NAME = "esri_accumulated_stats.json"
@@ -402,7 +404,7 @@ def chip_pair_exists(out: str, key: str) -> bool:
 
 def remove_partial_files(out: str) -> int:
     """Delete temporary chips and metadata files left by a killed run; returns how many."""
-    folders = (out, storage.join(out, IMAGES_DIR), storage.join(out, LABELS_DIR))
+    folders = (out, *(storage.join(out, name) for name in (IMAGES_DIR, LABELS_DIR, PROVENANCE_DIR)))
     return sum(storage.remove_partial_files(folder) for folder in folders)
 
 
@@ -480,20 +482,21 @@ def read_written_pair(out: str, key: str) -> WrittenPair:
     """
     image_path, label_path = chip_paths(out, key)
     tile = Tile.from_key(key)
-    with _open_chip(image_path, tile) as dataset:
+    with open_written_chip(image_path, tile) as dataset:
         image = dataset.read()
         nodata = dataset.nodata
         names = band_names(dataset.descriptions)
         scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
-    with _open_chip(label_path, tile) as dataset:
+    with open_written_chip(label_path, tile) as dataset:
         label = dataset.read(1)
         label_nodata = None if dataset.nodata is None else int(dataset.nodata)
     return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, names, scenes)
 
 
 @contextlib.contextmanager
-def _open_chip(path: str, tile: Tile) -> Iterator:
-    """A chip opened from memory, checked against its tile; decoding errors become `ChipError`."""
+def open_written_chip(path: str, tile: Tile) -> Iterator:
+    """A chip ``create-samples`` wrote, opened from memory and checked against its tile;
+    decoding errors become `ChipError`."""
     try:
         with MemoryFile(storage.read(path)) as memory, memory.open() as dataset:
             if dataset.shape != tile.shape or not dataset.transform.almost_equals(tile.transform) or (

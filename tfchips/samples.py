@@ -36,6 +36,7 @@ from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.esri import remove_esri_metadata, write_esri_metadata
 from tfchips.lock import output_lock
 from tfchips.manifest import ChipRecord, build_manifest, chip_record, labelled_fraction, write_manifest
+from tfchips.provenance import chip_provenance, provenance_path, read_provenance, write_provenance
 from tfchips.sources.base import redact_text
 from tfchips.workers import process_pool
 
@@ -49,7 +50,8 @@ class SampleJob:
 
     ``min_valid`` and ``min_labelled`` are fractions (0-1) of the chip's pixels
     below which a tile is skipped rather than written. ``class_names`` (value -> name)
-    default to the ``classes`` of ``labels``.
+    default to the ``classes`` of ``labels``. ``provenance`` also writes, per chip, where
+    each pixel came from (`tfchips.provenance`).
     """
 
     imagery: ImageryRequest
@@ -59,6 +61,7 @@ class SampleJob:
     min_labelled: float = 0.0
     overwrite: bool = False
     class_names: dict[int, str] = field(default_factory=dict)
+    provenance: bool = False
 
     def __post_init__(self) -> None:
         if not self.class_names:
@@ -120,9 +123,16 @@ def _resumed(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]] |
         return None  # corrupt, truncated or off its tile's grid
     if pair.band_names != job.imagery.band_names:
         return None  # made with other bands
+    provenance = None
+    if job.provenance:
+        try:
+            provenance = read_provenance(job.out, tile.key).as_json(tile.key)
+        except ChipError:
+            return None  # made without provenance, or its raster is damaged
     record = chip_record(
         tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
     )
+    record = dataclasses.replace(record, provenance=provenance)
     return _below_thresholds(record, job) or record, pair.band_names
 
 
@@ -147,11 +157,17 @@ def _made(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
     if skipped is not None:
         return skipped, imagery.band_names
     declared = imagery.scale_offset if any(pair != (1.0, 0.0) for pair in imagery.scale_offset) else ()
+    provenance = chip_provenance(imagery) if job.provenance else None
+    if provenance is not None:
+        # Before the pair: a pair in place (the label last) means all of the tile's files are.
+        write_provenance(job.out, tile, provenance)
     write_chip_pair(
         job.out, tile, imagery.data, imagery.nodata, imagery.band_names, label, truth.nodata, imagery.scenes,
         scale_offset=() if imagery.scaled else declared,
     )
-    return dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled), imagery.band_names
+    provenance = provenance and provenance.as_json(tile.key)
+    record = dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled, provenance=provenance)
+    return record, imagery.band_names
 
 
 def _below_thresholds(record: ChipRecord, job: SampleJob) -> ChipRecord | None:
@@ -169,7 +185,7 @@ def _below_thresholds(record: ChipRecord, job: SampleJob) -> ChipRecord | None:
 
 def _remove_chips(out: str, key: str) -> None:
     # The label goes first: an image without its label reads as unfinished, never as done.
-    for path in reversed(chip_paths(out, key)):
+    for path in (*reversed(chip_paths(out, key)), provenance_path(out, key)):
         if storage.exists(path):
             storage.remove(path)
 
