@@ -57,8 +57,16 @@ $(REMOTE_VENV)/.installed: scripts/real_components.sh
 test-remote: $(VENV)/.installed-test $(REMOTE_VENV)/.installed
 	TFCHIPS_REQUIRE_REMOTE=1 $(BIN)/python -m pytest -q -rs -s tests/test_remote.py
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
+
+# tfchips against odc-stac on the same 500 local-COG tiles (TFCHIPS_BENCH_ODC_* in benchmarks/bench_odc.py).
+bench-odc: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks odc
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info .pytest_cache .hypothesis

@@ -6,8 +6,10 @@ Each scene is a static-catalog item (`tfchips.demo_data.write_catalog`) with COG
 0 fill, 3 cloud, 6 clear). Data cover a footprint tilted like Landsat's inside the
 raster, each date shifted from the last; clouds are 64-pixel blocks in about a tenth of
 it. Values are ramps with sensor noise that differ per scene, so a composite shows which scene each
-pixel came from. Scene grids are whole multiples of 30 m in their zone, so a tile of the
-same zone at 30 m reads each source pixel as it is. One scene is in memory at a time.
+pixel came from. Scene grids are Landsat's: pixel corners at odd multiples of 15 m, so a 30 m
+tile of the same zone, whose corners are at multiples of 30 m, has every pixel centre on a
+corner of four source pixels (a tie for nearest resampling; the exact answer is the pixel
+whose upper-left corner it is). One scene is in memory at a time.
 
 Used by `benchmarks/bench_odc.py` and `tests/test_remote.py`.
 """
@@ -28,6 +30,8 @@ from pyproj import Transformer
 from tfchips.demo_data import SceneSpec, write_catalog
 
 RESOLUTION = 30.0
+# Landsat's UTM grid: pixel centres at multiples of 30 m, corners half a pixel off them.
+GRID_OFFSET = 15.0
 BANDS = ("red", "nir")
 # Landsat Collection 2 QA_PIXEL: clear (bit 6) with low confidences; cloud adds bit 3; fill is bit 0.
 QA_CLEAR, QA_CLOUD, QA_FILL = 21824, 21824 | 1 << 3, 1
@@ -68,8 +72,8 @@ def layout(
             shift = (d - (dates - 1) / 2) * width / 20
             cx = x + (z - middle) * width / 5 + shift
             cy = y - shift
-            west = math.floor((cx - width / 2) / RESOLUTION) * RESOLUTION
-            north = math.floor((cy + width / 2) / RESOLUTION) * RESOLUTION
+            west = math.floor((cx - width / 2) / RESOLUTION) * RESOLUTION + GRID_OFFSET
+            north = math.floor((cy + width / 2) / RESOLUTION) * RESOLUTION + GRID_OFFSET
             when = datetime(2023, 6, 1, 17, 30, tzinfo=timezone.utc) + timedelta(days=16 * d + 7 * z)
             scenes.append(SceneLayout(f"LL{zone}_{when:%Y%m%d}", when, zone, west, north, seed=100 * z + d))
     return scenes
