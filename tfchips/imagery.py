@@ -342,7 +342,10 @@ def _composite_part(tile: Tile, settings: ImageryRequest, scaled: bool) -> _Part
     if priority:
         # Stack index (-1 where none) -> 1-based position among the scenes used (0 where none).
         provenance = np.concatenate([[0], np.cumsum(result.used)])[provenance + 1]
-    return _Part(result.data, result.valid, nodata, settings.bands, used, scale_offset, None, provenance, kind, dates)
+    return _Part(
+        result.data, result.valid, nodata, settings.bands, used, scale_offset,
+        provenance=provenance, provenance_kind=kind, dates=dates,
+    )
 
 
 def _no_scene_reason(tile: Tile, products: Sequence[Product]) -> str:
