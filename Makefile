@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-arcgis bench install clean
+.PHONY: demo test test-arcgis test-remote bench bench-odc install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,27 @@ $(ARCGIS_VENV)/.installed: tests/arcgis/setup_venv.sh
 test-arcgis: $(VENV)/.installed-test $(ARCGIS_VENV)/.installed
 	TFCHIPS_REQUIRE_ARCGIS=1 $(BIN)/python -m pytest -q -rs tests/test_esri.py
 
-bench: $(VENV)/.installed-test
+# Opt-in: create-samples against real components on 127.0.0.1 (scripts/real_components.sh):
+# stac-fastapi-pgstac on PostgreSQL 15 + PostGIS (Debian packages, root), nginx with byte ranges;
+# the Python side in a venv of its own. TFCHIPS_REMOTE_SCENE_PX sets the scene size (7000).
+REMOTE_VENV := .venv-remote
+$(REMOTE_VENV)/.installed: scripts/real_components.sh
+	PYTHON=$(PYTHON) scripts/real_components.sh install $(REMOTE_VENV)
+	touch $@
+
+test-remote: $(VENV)/.installed-test $(REMOTE_VENV)/.installed
+	TFCHIPS_REQUIRE_REMOTE=1 $(BIN)/python -m pytest -q -rs -s tests/test_remote.py
+
+$(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
+
+# tfchips against odc-stac on the same 500 local-COG tiles (TFCHIPS_BENCH_ODC_* in benchmarks/bench_odc.py).
+bench-odc: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks odc
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info .pytest_cache .hypothesis

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from tfchips.chip_folder import chip_pair_exists, chip_paths, encode_geotiff, read_written_pair, remove_partial_files, write_chip_pair
+from tfchips.chip_folder import chip_pair_exists, chip_paths, read_written_pair, remove_partial_files, write_chip_pair
+from tfchips.tile_geotiff import encode_geotiff
 from tfchips import storage
 from tfchips.errors import ChipError
 from tfchips.grid import Tile

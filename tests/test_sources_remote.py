@@ -12,11 +12,18 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from affine import Affine
+from pyproj import Transformer
 
+from conftest import write_vector
+from tfchips.aoi import bbox_geometry
+from tfchips.demo_data import SceneSpec, write_catalog
 from tfchips.errors import CatalogError, CredentialsError, ItemError
-from tfchips.grid import Tile
+from tfchips.grid import Tile, tiles_for_shape
 from tfchips.imagery import ImageryRequest, imagery_for_tile
+from tfchips.labels import LabelRequest
+from tfchips.samples import SampleJob, create_samples
 from tfchips.sources import SceneQuery, StacApi, open_source, stac_api
 
 TILE = Tile(tilesize=8, pad=0, resolution=10.0, zone=13, ti=-135, tj=6170)
@@ -145,8 +152,10 @@ def _item(base, item_id, day, cloud, value):
     }
 
 
-def _stac_api(tmp_path, serve, items):
-    files = {f"v{v}.tif": _geotiff(v, tmp_path) for v in (11, 22, 33)}
+def _stac_api(tmp_path, serve, items, files=None):
+    """A loopback STAC API whose searches return ``items(base_url)``; ``files`` (default: three
+    constant GeoTIFFs v11, v22, v33) are served under /files/."""
+    files = files or {f"v{v}.tif": _geotiff(v, tmp_path) for v in (11, 22, 33)}
 
     def respond(method, path, body):
         if path == "/":
@@ -268,6 +277,57 @@ def test_a_catalog_without_search_is_refused(serve):
     )
     with pytest.raises(CatalogError, match="not a STAC API with item search"):
         open_source(server.url + "/api")
+
+
+def test_stac_api_static_catalog_over_http_and_local_files_give_identical_chips(tmp_path, serve):
+    # Two overlapping 40 x 40 px scenes in UTM 13N, one shifted 10 px east, with cloudy pixels.
+    def scene(scene_id, day, value, shift):
+        classes = np.full((40, 40), 4, np.uint8)
+        classes[5 + day % 7 : 12 + day % 7, 8:20] = 9
+        return SceneSpec(
+            id=scene_id, datetime=datetime(2023, 6, day, 10, tzinfo=timezone.utc), crs=TILE.crs,
+            transform=Affine(10, 0, WEST - 40 + 10 * shift, 0, -10, NORTH + 40),
+            assets={"red": np.arange(1600, dtype=np.uint16).reshape(40, 40) + value, "scl": classes},
+            cloud_cover=5.0, stac_nodata=0, common_names={"red": ["red"]},
+        )
+
+    catalog = write_catalog(tmp_path / "catalog", [scene("a", 3, 100, 0), scene("b", 11, 5000, 10)])
+    root = tmp_path / "catalog"
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def api_items(base):
+        found = []
+        for name in ("a", "b"):
+            item = json.loads(files[f"{name}/{name}.json"])
+            for asset in item["assets"].values():
+                asset["href"] = f"{base}/files/{name}/{asset['href'].removeprefix('./')}"
+            item["links"] = []
+            found.append(item)
+        return found
+
+    server = _stac_api(tmp_path, serve, api_items, files)
+    to_wgs84 = Transformer.from_crs(TILE.crs, 4326, always_xy=True)
+    west, north = to_wgs84.transform(WEST, NORTH)
+    east, south = to_wgs84.transform(WEST + 240, NORTH - 240)
+    tiles = tiles_for_shape(bbox_geometry((west, south, east, north)), 10.0, 8, 2)
+    labels = write_vector(tmp_path / "labels.gpkg", [shapely.box(west, south, (west + east) / 2, north)],
+                          fields={"class": [1]})
+    chips = {}
+    for name, source in (("api", server.url), ("http", server.url + "/files/catalog.json"), ("local", catalog)):
+        options = {"catalog": source, "bands": "red", "mask_asset": "scl", "mask_values": "9", "method": "median"}
+        job = SampleJob(ImageryRequest.from_options(options), LabelRequest.from_options({"labels": labels, "attribute": "class"}),
+                        str(tmp_path / name), provenance=True)
+        summary = create_samples(tiles, job, parameters=options, workers=1)
+        assert summary.count("written") == len(tiles) >= 9, summary.line
+        chips[name] = {
+            p.relative_to(tmp_path / name).as_posix(): p.read_bytes()
+            for sub in ("images", "labels", "provenance") for p in sorted((tmp_path / name / sub).glob("*.tif"))
+        }
+        open_source.cache_clear()
+    assert len(chips["local"]) == 3 * len(tiles)
+    assert chips["api"] == chips["local"] and chips["http"] == chips["local"]
+    paths = [path for _, path, _ in server.requests]
+    assert "/search" in paths and "/files/catalog.json" in paths and "/files/a/red.tif" in paths
 
 
 # EarthOne: a catalog answering image searches and a Raster service answering /npz.

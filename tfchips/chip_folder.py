@@ -10,16 +10,14 @@ local or any URL Beam's FileSystems writes. Reading chip folders is `tfchips.chi
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rasterio.errors import RasterioError
-from rasterio.io import MemoryFile
 
 from tfchips import storage
-from tfchips.chips import IMAGES_DIR, LABELS_DIR, band_names, valid_pixels
+from tfchips.chips import IMAGES_DIR, LABELS_DIR, PROVENANCE_DIR, band_names, valid_pixels
 from tfchips.errors import ChipError
 from tfchips.esri import remove_esri_metadata, write_esri_metadata
 from tfchips.fingerprint import check_fingerprint, job_fingerprint
@@ -34,13 +32,11 @@ from tfchips.manifest import (
     write_manifest,
     write_rows,
 )
-from tfchips.sources.base import first_line
+from tfchips.provenance import provenance_path, read_provenance, write_provenance
+from tfchips.tile_geotiff import SCENES_TAG, encode_geotiff, open_written_chip
 
 if TYPE_CHECKING:
     from tfchips.samples import Sample, SampleJob
-
-SCENES_TAG = "TFCHIPS_SCENES"
-
 
 def chip_paths(out: str, key: str) -> tuple[str, str]:
     """(image, label) GeoTIFF paths of a tile key under ``out`` (a folder or URL)."""
@@ -55,39 +51,8 @@ def chip_pair_exists(out: str, key: str) -> bool:
 
 def remove_partial_files(out: str) -> int:
     """Delete temporary chips and metadata files left by a killed run; returns how many."""
-    folders = (out, storage.join(out, IMAGES_DIR), storage.join(out, LABELS_DIR))
+    folders = (out, *(storage.join(out, name) for name in (IMAGES_DIR, LABELS_DIR, PROVENANCE_DIR)))
     return sum(storage.remove_partial_files(folder) for folder in folders)
-
-
-def encode_geotiff(
-    array: np.ndarray,
-    tile: Tile,
-    nodata: int | float | None,
-    band_names: tuple[str, ...] = (),
-    tags: dict[str, str] | None = None,
-    scale_offset: tuple[tuple[float, float], ...] = (),
-) -> bytes:
-    """(bands, rows, cols) on the tile's grid as the bytes of a tiled LZW GeoTIFF; ``scale_offset``
-    (one pair per band) is written as GDAL's band scale and offset."""
-    if array.ndim != 3 or array.shape[1:] != tile.shape:
-        raise ChipError(f"array of shape {array.shape} does not fit tile {tile.key} ({tile.size} px square)")
-    # Internal tiles must be multiples of 16 pixels; one tile per chip up to 256 pixels.
-    block = min(256, -(-tile.size // 16) * 16)
-    profile = dict(
-        driver="GTiff", width=tile.size, height=tile.size, count=array.shape[0], dtype=array.dtype,
-        crs=tile.crs, transform=tile.transform, nodata=nodata, compress="lzw",
-        tiled=True, blockxsize=block, blockysize=block,
-    )
-    with MemoryFile() as memory:
-        with memory.open(**profile) as dataset:
-            dataset.write(array)
-            for index, band_name in enumerate(band_names, start=1):
-                dataset.set_band_description(index, band_name)
-            if tags:
-                dataset.update_tags(**tags)
-            if scale_offset:
-                dataset.scales, dataset.offsets = zip(*scale_offset)
-        return memory.read()
 
 
 def chip_geotiffs(
@@ -138,32 +103,15 @@ def read_written_pair(out: str, key: str) -> WrittenPair:
     """
     image_path, label_path = chip_paths(out, key)
     tile = Tile.from_key(key)
-    with _open_chip(image_path, tile) as dataset:
+    with open_written_chip(image_path, tile) as dataset:
         image = dataset.read()
         nodata = dataset.nodata
         names = band_names(dataset.descriptions)
         scenes = tuple(s for s in dataset.tags().get(SCENES_TAG, "").split(",") if s)
-    with _open_chip(label_path, tile) as dataset:
+    with open_written_chip(label_path, tile) as dataset:
         label = dataset.read(1)
         label_nodata = None if dataset.nodata is None else int(dataset.nodata)
     return WrittenPair(image, valid_pixels(image, nodata), label, label_nodata, names, scenes)
-
-
-@contextlib.contextmanager
-def _open_chip(path: str, tile: Tile) -> Iterator:
-    """A chip opened from memory, checked against its tile; decoding errors become `ChipError`."""
-    try:
-        with MemoryFile(storage.read(path)) as memory, memory.open() as dataset:
-            if dataset.shape != tile.shape or not dataset.transform.almost_equals(tile.transform) or (
-                dataset.crs is None or dataset.crs.to_string() != tile.crs
-            ):
-                raise ChipError(
-                    f"{path}: {dataset.width}x{dataset.height} px at {dataset.transform.c:.1f},"
-                    f" {dataset.transform.f:.1f} in {dataset.crs} is not on the grid of tile {tile.key}"
-                )
-            yield dataset
-    except RasterioError as error:
-        raise ChipError(f"{path}: corrupt chip ({first_line(error)})") from None
 
 
 def sample_geotiffs(sample: Sample) -> tuple[bytes, bytes]:
@@ -190,6 +138,9 @@ def write_sample(out: str, sample: Sample) -> tuple[ChipRecord, tuple[str, ...]]
         OutputError: ``out`` cannot be written (a full disk stops the job, not one tile).
     """
     if sample.record.status == "written":
+        if sample.provenance is not None:
+            # Before the pair: a pair in place (the label last) means all of the tile's files are.
+            write_provenance(out, sample.tile, sample.provenance)
         write_chip_pair(out, sample.tile, *_pair_arguments(sample))
     else:
         remove_chips(out, sample.tile.key)
@@ -199,7 +150,7 @@ def write_sample(out: str, sample: Sample) -> tuple[ChipRecord, tuple[str, ...]]
 def remove_chips(out: str, key: str) -> None:
     """Remove the pair of ``key`` from ``out``, if any."""
     # The label goes first: an image without its label reads as unfinished, never as done.
-    for path in reversed(chip_paths(out, key)):
+    for path in (*reversed(chip_paths(out, key)), provenance_path(out, key)):
         if storage.exists(path):
             storage.remove(path)
 
@@ -216,9 +167,16 @@ def resumed_record(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, .
         return None  # corrupt, truncated or off its tile's grid
     if pair.band_names != job.imagery.band_names:
         return None  # made with other bands
+    provenance = None
+    if job.provenance:
+        try:
+            provenance = read_provenance(job.out, tile.key).as_json(tile.key)
+        except ChipError:
+            return None  # made without provenance, or its raster is damaged
     record = chip_record(
         tile.key, pair.image, pair.valid, pair.label, pair.scenes, job.labels.background, pair.label_nodata, resumed=True
     )
+    record = dataclasses.replace(record, provenance=provenance)
     skipped = job.below_thresholds(record)
     if skipped is not None:
         remove_chips(job.out, tile.key)  # the folder agrees with the manifest

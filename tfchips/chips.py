@@ -42,6 +42,8 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
+# Optional per-pixel provenance rasters (`tfchips.provenance`).
+PROVENANCE_DIR = "provenance"
 MANIFEST_NAME = "manifest.json"
 # ESRI's export names its metadata mode here; tfchips reads only the Classified Tiles mode.
 ESRI_STATS_NAME = "esri_accumulated_stats.json"

@@ -27,11 +27,14 @@ PRIORITY_METHODS = ("closest", "latest", "least-cloudy")
 class Composite:
     """A composited tile: ``data`` (bands, rows, cols) in the stack's dtype, ``nodata``
     where ``valid`` (rows, cols) is False; ``used`` (scenes,) marks the scenes that gave
-    at least one pixel."""
+    at least one pixel. ``provenance`` (rows, cols, int64) says where each pixel came
+    from: for a priority method the stack index of the scene taken (-1 where none), for
+    ``median`` how many scenes were valid there."""
 
     data: np.ndarray
     valid: np.ndarray
     used: np.ndarray
+    provenance: np.ndarray | None = None
 
 
 def scene_order(
@@ -75,7 +78,7 @@ def first_valid(data: np.ndarray, valid: np.ndarray, order: Sequence[int], nodat
     order = np.asarray(order, dtype=np.intp)
     scenes, bands, rows, cols = data.shape
     if order.size == 0:
-        return _empty(data.dtype, bands, rows, cols, scenes, nodata)
+        return _empty(data.dtype, bands, rows, cols, scenes, nodata, none=-1)
     ranked = valid[order]
     best = ranked.argmax(axis=0)  # first True along the ranked scenes
     chosen = order[best]
@@ -84,7 +87,7 @@ def first_valid(data: np.ndarray, valid: np.ndarray, order: Sequence[int], nodat
     out[:, ~found] = nodata
     used = np.zeros(scenes, dtype=bool)
     used[np.unique(chosen[found])] = True
-    return Composite(out, found, used)
+    return Composite(out, found, used, np.where(found, chosen, -1).astype(np.int64))
 
 
 def median(data: np.ndarray, valid: np.ndarray, nodata: float = 0) -> Composite:
@@ -92,7 +95,7 @@ def median(data: np.ndarray, valid: np.ndarray, nodata: float = 0) -> Composite:
     _check_stack(data, valid)
     scenes, bands, rows, cols = data.shape
     if scenes == 0:
-        return _empty(data.dtype, bands, rows, cols, scenes, nodata)
+        return _empty(data.dtype, bands, rows, cols, scenes, nodata, none=0)
     # Invalid entries become the largest value so that sorting pushes them past the valid
     # ones; a valid value equal to it sorts among them harmlessly, being the same number.
     floating = data.dtype.kind == "f"
@@ -113,7 +116,7 @@ def median(data: np.ndarray, valid: np.ndarray, nodata: float = 0) -> Composite:
         middle = np.floor(middle + 0.5)
     found = count > 0
     out = np.where(found, middle, nodata).astype(data.dtype)
-    return Composite(out, found, valid.any(axis=(1, 2)))
+    return Composite(out, found, valid.any(axis=(1, 2)), count.astype(np.int64))
 
 
 def composite(
@@ -141,9 +144,10 @@ def _check_stack(data: np.ndarray, valid: np.ndarray) -> None:
         raise ValueError(f"expected a boolean valid mask shaped {expected}, got {valid.dtype} {valid.shape}")
 
 
-def _empty(dtype, bands: int, rows: int, cols: int, scenes: int, nodata: float) -> Composite:
+def _empty(dtype, bands: int, rows: int, cols: int, scenes: int, nodata: float, none: int) -> Composite:
     return Composite(
         np.full((bands, rows, cols), nodata, dtype=dtype),
         np.zeros((rows, cols), dtype=bool),
         np.zeros(scenes, dtype=bool),
+        np.full((rows, cols), none, dtype=np.int64),
     )

@@ -33,6 +33,12 @@ class TileImagery:
     first for a priority method, in time order for ``median``. ``scale_offset`` is one
     (scale, offset) per band: applied to the values unless ``scaled`` is False, in which
     case readers should apply them. ``reason`` says why a tile has no valid pixel.
+
+    ``provenance`` (products, rows, cols) says where each pixel came from, one layer for
+    the main product then one per stacked product, of the kind ``provenance_kinds`` names:
+    ``scene``, the 1-based position in ``scenes`` of the scene taken (priority methods), or
+    ``count``, how many scenes were valid there (``median``); 0 where none. ``scene_dates``
+    are the acquisition times of ``scenes``.
     """
 
     data: np.ndarray
@@ -44,6 +50,9 @@ class TileImagery:
     scale_offset: tuple[tuple[float, float], ...] = ()
     scaled: bool = True
     reason: str | None = None
+    provenance: np.ndarray | None = None
+    provenance_kinds: tuple[str, ...] = ()
+    scene_dates: tuple[datetime, ...] = ()
 
 
 def imagery_for_tile(tile: Tile, request: ImageryRequest) -> TileImagery:
@@ -102,6 +111,10 @@ class _Part:
     scenes: tuple[str, ...]
     scale_offset: tuple[tuple[float, float], ...] = ()
     reason: str | None = None
+    # Per pixel: the 1-based position in ``scenes`` of the scene taken, or the count of valid scenes.
+    provenance: np.ndarray | None = None
+    provenance_kind: str = "scene"
+    dates: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,12 @@ def _composite_part(tile: Tile, settings: ImageryRequest, scaled: bool) -> _Part
     products = (settings, *settings.merge)
     candidates = _candidates(tile, products)
     empty = np.zeros(tile.shape, dtype=bool)
-    if not candidates:
-        return _Part(None, empty, None, settings.bands, (), reason=_no_scene_reason(tile, products))
-    scenes = [c.scene for c in candidates]
     priority = settings.method in PRIORITY_METHODS
+    kind = "scene" if priority else "count"
+    if not candidates:
+        reason = _no_scene_reason(tile, products)
+        return _Part(None, empty, None, settings.bands, (), reason=reason, provenance_kind=kind)
+    scenes = [c.scene for c in candidates]
     if priority:
         method, reference = settings.method, settings.reference
         if method == "closest" and reference is None:
@@ -149,7 +164,15 @@ def _composite_part(tile: Tile, settings: ImageryRequest, scaled: bool) -> _Part
     fill = nodata if nodata is not None and fits_dtype(nodata, dtype) else 0
     result = composite(stack, np.stack(masks), settings.method, order=range(len(arrays)), nodata=fill)
     used = tuple(scene_id for scene_id, flag in zip(read, result.used) if flag)
-    return _Part(result.data, result.valid, nodata, settings.bands, used, scale_offset)
+    dates = tuple(candidates[index].scene.datetime for index, flag in zip(order, result.used) if flag)
+    provenance = result.provenance
+    if priority:
+        # Stack index (-1 where none) -> 1-based position among the scenes used (0 where none).
+        provenance = np.concatenate([[0], np.cumsum(result.used)])[provenance + 1]
+    return _Part(
+        result.data, result.valid, nodata, settings.bands, used, scale_offset,
+        provenance=provenance, provenance_kind=kind, dates=dates,
+    )
 
 
 def _no_scene_reason(tile: Tile, products: Sequence[Product]) -> str:
@@ -225,6 +248,12 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
             data[:, ~part.valid] = nodata
             arrays.append(data)
     valid = np.logical_and.reduce([p.valid for p in parts])
+    layers, before = [], 0
+    for part in parts:
+        layer = np.zeros(tile.shape, np.int64) if part.provenance is None else part.provenance
+        # Positions count from the start of the tile's scenes: the stacked products' come after the main one's.
+        layers.append(np.where(layer > 0, layer + before, 0) if part.provenance_kind == "scene" else layer)
+        before += len(part.scenes)
     reason = next((p.reason for p in parts if p.reason is not None), None)
     if reason is None and not valid.any():
         reason = "no valid pixel in any scene"
@@ -238,6 +267,9 @@ def _assemble(parts: Sequence[_Part], request: ImageryRequest, tile: Tile) -> Ti
         scale_offset=tuple(pair for p in parts for pair in (p.scale_offset or ((1.0, 0.0),) * len(p.bands))),
         scaled=not request.stored_values,
         reason=reason,
+        provenance=np.stack(layers),
+        provenance_kinds=tuple(p.provenance_kind for p in parts),
+        scene_dates=tuple(moment for part in parts for moment in part.dates),
     )
 
 

@@ -133,6 +133,7 @@ def job_from_values(
         min_labelled=values["min_labelled"],
         overwrite=values["overwrite"],
         class_names=dict(labels.classes),
+        provenance=bool(values.get("provenance")),
     )
     load_ground_truth(job.labels)
     boundary = trust_boundary(values)

@@ -40,6 +40,7 @@ class ChipRecord:
 
     ``scale_offset`` is the (scale, offset) per band that STAC declared, when any band
     declared one: ``scaled`` says whether the chip's values have them applied.
+    ``provenance`` is `tfchips.provenance.ChipProvenance.as_json` when the job wrote one.
     """
 
     key: str
@@ -52,6 +53,7 @@ class ChipRecord:
     resumed: bool = False
     scale_offset: tuple[tuple[float, float], ...] = ()
     scaled: bool = True
+    provenance: dict | None = None
 
     def as_json(self) -> dict:
         entry = {"key": self.key, "status": self.status}
@@ -67,6 +69,8 @@ class ChipRecord:
             )
             if self.scale_offset:
                 entry["scale_offset"] = {"applied": self.scaled, "bands": [list(pair) for pair in self.scale_offset]}
+            if self.provenance is not None:
+                entry["provenance"] = self.provenance
         elif self.valid_fraction is not None:
             entry["valid_fraction"] = self.valid_fraction
         return entry

@@ -240,6 +240,8 @@ _CREATE_SAMPLES = [
                  help="Skip tiles whose labelled-pixel fraction (not background, not ignored) is lower."),
     click.option("--overwrite", is_flag=True, help="Replace what an earlier run left in --out: every tile is made"
                  " again, whatever options made its chips."),
+    click.option("--provenance", is_flag=True, help="Also write OUT/provenance/KEY.tif: per pixel, the scene taken"
+                 " (1-based, in the tile's scenes in the manifest) or, for median, how many scenes were valid."),
 ]
 
 

@@ -29,6 +29,7 @@ from tfchips.imagery import ImageryRequest, check_bands, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.lock import output_lock
 from tfchips.manifest import ChipRecord, chip_record, labelled_fraction
+from tfchips.provenance import ChipProvenance, chip_provenance
 from tfchips.sources.base import redact_text
 from tfchips.workers import process_pool
 
@@ -42,7 +43,8 @@ class SampleJob:
 
     ``min_valid`` and ``min_labelled`` are fractions (0-1) of the chip's pixels
     below which a tile is skipped rather than written. ``class_names`` (value -> name)
-    default to the ``classes`` of ``labels``.
+    default to the ``classes`` of ``labels``. ``provenance`` also makes, per chip, where
+    each pixel came from (`tfchips.provenance`).
     """
 
     imagery: ImageryRequest
@@ -52,6 +54,7 @@ class SampleJob:
     min_labelled: float = 0.0
     overwrite: bool = False
     class_names: dict[int, str] = field(default_factory=dict)
+    provenance: bool = False
 
     def __post_init__(self) -> None:
         if not self.class_names:
@@ -83,7 +86,8 @@ class Sample:
     A written sample holds ``image`` (bands, rows, cols) on the tile's grid, ``valid`` and
     ``label`` (rows, cols), and the nodata values of image and label; the others hold None.
     ``record.scale_offset`` is what STAC declared per band, ``record.scaled`` whether
-    ``image`` has it applied.
+    ``image`` has it applied. ``provenance`` is where each pixel came from, when the job
+    asks for it.
     """
 
     tile: Tile
@@ -94,6 +98,7 @@ class Sample:
     label: np.ndarray | None = None
     image_nodata: int | float | None = None
     label_nodata: int | None = None
+    provenance: ChipProvenance | None = None
 
     @property
     def stored_scale_offset(self) -> tuple[tuple[float, float], ...]:
@@ -158,8 +163,13 @@ def _made(tile: Tile, job: SampleJob) -> Sample:
     if skipped is not None:
         return Sample(tile, skipped, imagery.band_names)
     declared = imagery.scale_offset if any(pair != (1.0, 0.0) for pair in imagery.scale_offset) else ()
-    record = dataclasses.replace(record, scale_offset=declared, scaled=imagery.scaled)
-    return Sample(tile, record, imagery.band_names, imagery.data, imagery.valid, label, imagery.nodata, truth.nodata)
+    provenance = chip_provenance(imagery) if job.provenance else None
+    record = dataclasses.replace(
+        record, scale_offset=declared, scaled=imagery.scaled, provenance=provenance and provenance.as_json(tile.key)
+    )
+    return Sample(
+        tile, record, imagery.band_names, imagery.data, imagery.valid, label, imagery.nodata, truth.nodata, provenance
+    )
 
 
 def sample_to_folder(tile: Tile, job: SampleJob) -> tuple[ChipRecord, tuple[str, ...]]:
