@@ -57,6 +57,7 @@ from tfchips.records.record_plan import (  # noqa: E402
     write_planned_shard,
 )
 from tfchips.records.shards import Tally, merge_tallies, tally_votes  # noqa: E402
+from tfchips.run_progress import ProgressFile, drawn, is_local_run, progress_file  # noqa: E402
 from tfchips.records.writer import (  # noqa: E402
     DATASET_JSON,
     check_output_folder,
@@ -84,8 +85,11 @@ class TallySignatures(beam.CombineFn):
         return tally
 
 
-def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions) -> None:
-    """Add the to-tfrecords steps for the chip folder ``chips`` (path or URL) to ``pipeline``."""
+def build(
+    pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions, counter: ProgressFile = ProgressFile()
+) -> None:
+    """Add the to-tfrecords steps for the chip folder ``chips`` (path or URL) to ``pipeline``;
+    ``counter`` counts the chips encoded."""
     manifest = read_folder_metadata(chips)
     records, _ = settled_record_options(options, manifest.statistics)
     files = (
@@ -133,7 +137,12 @@ def build(pipeline: beam.Pipeline, chips: str, out: str, options: WriterOptions)
             records.statistics,
         )
     )
-    encoded = pairs | "Spread" >> beam.Reshuffle() | "Encode" >> beam.Map(encode_sampled, records, plan)
+    encoded = (
+        pairs
+        | "Spread" >> beam.Reshuffle()
+        | "Encode" >> beam.Map(encode_sampled, records, plan)
+        | "Counted" >> beam.Map(counter.counted)
+    )
     write_records(encoded, plan, options, out, manifest.class_names, manifest.statistics)
 
 
@@ -222,8 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     check_runner(beam_args, (values["out"],))
     configure_filesystems(beam_args)
     options = writer_options(values)
-    with output_lock(values["out"]), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        build(pipeline, values["chips"], values["out"], options)
+    with output_lock(values["out"]), progress_file(is_local_run(beam_args)) as counter:
+        with drawn(counter, None, "chip", "chips_to_tfrecords"), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+            build(pipeline, values["chips"], values["out"], options, counter)
     summary_line(PROGRAM, summary_text(values["out"]), started)
 
 

@@ -55,6 +55,7 @@ from tfchips.manifest import (
 from tfchips.options import command_flags, create_samples_options, options_from_config, record_options
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import check_output_folder
+from tfchips.run_progress import ProgressFile, drawn, is_local_run, progress_file
 from tfchips.sample_records import encode_sample
 from tfchips.samples import SampleJob, make_sample, sample_to_folder
 from tfchips.tile_blocks import Block, TileSource
@@ -67,8 +68,9 @@ class SampleTile(beam.DoFn):
     """One tile into the chip folder (`sample_to_folder`): yields its record and band names;
     a failed tile's key and reason also go to the ``failed`` output (the dead letters)."""
 
-    def __init__(self, job: SampleJob) -> None:
+    def __init__(self, job: SampleJob, counter: ProgressFile = ProgressFile()) -> None:
         self.job = job
+        self.counter = counter  # a local run's progress bar counts the tiles done
         self.launcher = JobProcess.current()
         self.counters = {s: Metrics.counter("tfchips", f"tiles_{s}") for s in ("written", "skipped", "failed")}
 
@@ -79,6 +81,7 @@ class SampleTile(beam.DoFn):
     def counted(self, record):
         """Count ``record``'s outcome; the dead letter of a failed one."""
         self.counters[record.status].inc()
+        self.counter.tick()
         if record.status == FAILED:
             yield beam.pvalue.TaggedOutput(FAILED, json.dumps({"key": record.key, "error": record.reason}))
 
@@ -97,8 +100,8 @@ class SampleRecord(SampleTile):
     Every tile's record and band names also go to the ``outcomes`` output, whose summary gives
     dataset.json the statistics the chip manifest would (`summary_statistics`)."""
 
-    def __init__(self, job: SampleJob, records: RecordOptions) -> None:
-        super().__init__(job)
+    def __init__(self, job: SampleJob, records: RecordOptions, counter: ProgressFile = ProgressFile()) -> None:
+        super().__init__(job, counter)
         self.records = records
 
     def process(self, tile: Tile):
@@ -160,9 +163,12 @@ def _tiles(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block]) -> 
     )
 
 
-def build(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, parameters: dict) -> None:
-    """Add the create-samples steps to ``pipeline``."""
-    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleTile(job)).with_outputs(
+def build(
+    pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, parameters: dict,
+    counter: ProgressFile = ProgressFile(),
+) -> None:
+    """Add the create-samples steps to ``pipeline``; ``counter`` counts the tiles done."""
+    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleTile(job, counter)).with_outputs(
         FAILED, main="records"
     )
     _dead_letter(results[FAILED], job.out)
@@ -183,12 +189,14 @@ def build(pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job:
 
 
 def build_records(
-    pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, out: str, options: WriterOptions
+    pipeline: beam.Pipeline, source: TileSource, blocks: list[Block], job: SampleJob, out: str, options: WriterOptions,
+    counter: ProgressFile = ProgressFile(),
 ) -> None:
-    """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder."""
+    """Add create-samples steps that write TFRecords to ``out`` instead of a chip folder; ``counter``
+    counts the tiles done."""
     # The statistics come from the tiles' summary, as the CLI's come from the chip manifest.
     records = dataclasses.replace(options.records, statistics=False)
-    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleRecord(job, records)).with_outputs(
+    results = _tiles(pipeline, source, blocks) | "Sample" >> beam.ParDo(SampleRecord(job, records, counter)).with_outputs(
         FAILED, OUTCOMES, main="records"
     )
     _dead_letter(results[FAILED], job.out)
@@ -238,9 +246,11 @@ PROGRAM = "beam_pipelines.create_training_samples"
 
 
 def make_pipeline(
-    values: dict, from_config: frozenset[str], record_values: dict, beam_args: list[str]
-) -> tuple[beam.Pipeline, SampleJob]:
-    """The pipeline of one command line's option values (`parse`), built, not run.
+    values: dict, from_config: frozenset[str], record_values: dict, beam_args: list[str],
+    counter: ProgressFile = ProgressFile(),
+) -> tuple[beam.Pipeline, SampleJob, int]:
+    """The pipeline of one command line's option values (`parse`), built, not run, its job and
+    tile count; ``counter`` counts the tiles done.
 
     Checks the job (`job_from_values`) and, for a chip folder, starts it (`start_job`).
     """
@@ -257,11 +267,11 @@ def make_pipeline(
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     if out is None:
         start_job(job, recorded_options(values), source.count)
-        build(pipeline, source, blocks, job, recorded_options(values))
+        build(pipeline, source, blocks, job, recorded_options(values), counter)
     else:
         remove_partial_files(job.out)
-        build_records(pipeline, source, blocks, job, out, options)
-    return pipeline, job
+        build_records(pipeline, source, blocks, job, out, options, counter)
+    return pipeline, job, source.count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -269,15 +279,18 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     values, from_config, record_values, beam_args = parse(sys.argv[1:] if argv is None else argv)
     out = record_values["tfrecords"]
-    check_runner(beam_args, (values["out"], out))
+    worker_inputs = {name: values[name] for name in ("labels", "extent", "catalog", "tiles_path")}
+    check_runner(beam_args, (values["out"], out), worker_inputs)
     configure_filesystems(beam_args)
-    with contextlib.ExitStack() as locks:
+    with contextlib.ExitStack() as held:
         # Local outputs are locked before anything is written to them (URLs are not locked).
         for folder in dict.fromkeys(f for f in (values["out"], out) if f is not None):
-            locks.enter_context(output_lock(folder))
-        pipeline, job = make_pipeline(values, from_config, record_values, beam_args)
-        result = pipeline.run()
-        result.wait_until_finish()
+            held.enter_context(output_lock(folder))
+        counter = held.enter_context(progress_file(is_local_run(beam_args)))
+        pipeline, job, tiles = make_pipeline(values, from_config, record_values, beam_args, counter)
+        with drawn(counter, tiles, "tile", "create_training_samples"):
+            result = pipeline.run()
+            result.wait_until_finish()
     counts = tile_counts(result)
     chips = job.out if storage.is_url(job.out) else os.path.abspath(job.out)
     where = summary_text(out) if out is not None else f"chips in {chips}"

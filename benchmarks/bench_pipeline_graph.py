@@ -52,7 +52,7 @@ def _build(demo, folder: str, resolution: float, records: bool) -> tuple[float, 
         args = [*demo_job_args(demo, out, resolution), *extra, "--runner=DirectRunner"]
         started, cpu = time.perf_counter(), cpu_seconds()
         values, from_config, record_values, beam_args = create_training_samples.parse(args)
-        pipeline, _ = create_training_samples.make_pipeline(values, from_config, record_values, beam_args)
+        pipeline, _, _ = create_training_samples.make_pipeline(values, from_config, record_values, beam_args)
         wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         size = len(pipeline.to_runner_api().SerializeToString())
         if best is None or wall < best[0]:

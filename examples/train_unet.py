@@ -1,7 +1,7 @@
 """Train a small Keras U-Net on tfchips TFRecords, on the CPU, and write its predictions as GeoTIFFs.
 
     tfchips to-tfrecords demo-output/chips --out demo-output/records --encoding array \\
-        --split train=0.75,val=0.25 --shards 1
+        --split train=0.75,val=0.25 --seed 2 --shards 1
     python examples/train_unet.py demo-output/records --epochs 10 --out demo-output/predictions
 
 Reads the ``train`` and ``val`` splits with `tfchips.parse.make_dataset` (images

@@ -20,7 +20,7 @@ def graph_bytes(demo, out, tiles: int, *extra: str) -> int:
     resolution = resolution_for(bbox_geometry(demo.bbox), tiles)
     args = [*demo_job_args(demo, str(out), resolution), *extra, "--runner=DirectRunner"]
     values, from_config, record_values, beam_args = create_training_samples.parse(args)
-    pipeline, _ = create_training_samples.make_pipeline(values, from_config, record_values, beam_args)
+    pipeline, _, _ = create_training_samples.make_pipeline(values, from_config, record_values, beam_args)
     return len(pipeline.to_runner_api().SerializeToString())
 
 

@@ -7,6 +7,7 @@ import struct
 import termios
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -139,3 +140,31 @@ def test_shards_dataset_json_does_not_count_report_an_unknown_total(records, tmp
     heard = []
     inspect_dataset(str(tmp_path / "*.tfrecord"), on_progress=lambda *call: heard.append(call))
     assert heard[-1] == ("inspect", "record", len(TILES), None)
+
+
+@pytest.mark.timeout(300)
+def test_a_local_beam_run_draws_a_tile_bar_on_a_terminal(job, tmp_path):
+    root, args = job
+    before = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("tfchips-progress-")}
+    command = [sys.executable, "-m", "beam_pipelines.create_training_samples", *args, "--out", str(tmp_path / "chips"),
+               "--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    master, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    drawn: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(master, drawn), daemon=True)
+    reader.start()
+    with open(tmp_path / "stdout.txt", "wb") as stdout:
+        process = subprocess.Popen(command, stdout=stdout, stderr=terminal)
+    os.close(terminal)
+    try:
+        assert process.wait(timeout=240) == 0, b"".join(drawn).decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=10)
+    os.close(master)
+    frames = b"".join(drawn).decode(errors="replace")
+    # The workers count the tiles in other processes; the bar reaches every tile of the job.
+    assert re.search(rf"create_training_samples: 100%\|.*\| {len(TILES)}/{len(TILES)}", frames), frames
+    after = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("tfchips-progress-")}
+    assert after <= before  # the count file goes with the run

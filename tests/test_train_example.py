@@ -45,7 +45,7 @@ def demo_records(tmp_path_factory):
         args += [f"--{name.replace('_', '-')}", str(value)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    options = WriterOptions(records=RecordOptions("array"), shards=1, splits={"train": 0.75, "val": 0.25}, workers=1)
+    options = WriterOptions(records=RecordOptions("array"), shards=1, splits={"train": 0.75, "val": 0.25}, seed=2, workers=1)
     write_tfrecords(root / "chips", root / "records", options)
     return root
 

@@ -9,7 +9,7 @@ product (the main one, then each stacked one), described by its kind:
 - ``count`` (method ``median``): how many scenes had a valid value at the pixel;
 
 0 where no scene gave one. The scene ids and acquisition times are in the file's tags
-and in the manifest's entry for the tile (``tiles[].provenance``).
+and in the tile's manifest row (``provenance``; `tfchips.manifest.manifest_rows`).
 """
 
 from __future__ import annotations

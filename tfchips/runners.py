@@ -54,11 +54,20 @@ def pipeline_arguments(argv: list[str]) -> list[str]:
     return [*argv, f"{_WORKER_LOG_LEVEL}=ERROR"]
 
 
-def check_runner(beam_args: list[str], outputs: tuple[str | None, ...] = ()) -> None:
-    """Refuse, before any network use, a Dataflow run or ``gs://`` output without the ``gcp`` extra.
+def check_runner(
+    beam_args: list[str], outputs: tuple[str | None, ...] = (), worker_inputs: dict[str, str | None] | None = None
+) -> None:
+    """Refuse, before any network use, a Dataflow run or ``gs://`` output without the ``gcp`` extra,
+    and a Dataflow run whose workers would have to read a local file.
+
+    Args:
+        beam_args: the pipeline's Beam arguments (``--runner``, ...).
+        outputs: where the pipeline writes (folders or URLs).
+        worker_inputs: parameter name -> path or URL of what the workers read (labels,
+            catalog, tiles file); on Dataflow each must be a URL.
 
     Raises:
-        ConfigError: naming the extra to install.
+        ConfigError: naming the extra to install, or the local input.
     """
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
     if runner is None and "--runner" in beam_args[:-1]:
@@ -68,6 +77,14 @@ def check_runner(beam_args: list[str], outputs: tuple[str | None, ...] = ()) -> 
     if (dataflow or gcs) and not _gcp_installed():
         needs = "the Dataflow runner" if dataflow else gcs[0]
         raise ConfigError(f"{needs} needs the gcp extra, which is not installed: pip install 'tfchips[gcp]'")
+    for name, path in (worker_inputs or {}).items() if dataflow else ():
+        if path is not None and not _remote(path):
+            where = "give the area as `aoi_path` or `bbox`" if name == "tiles_path" else "give a gs:// URL"
+            raise ConfigError(f"`{name}` {path} is a local file, which Dataflow's workers cannot read: {where}")
+
+
+def _remote(path: str) -> bool:
+    return "://" in path or path.startswith(("/vsi", "earthone:"))
 
 
 def configure_filesystems(beam_args: list[str]) -> None:

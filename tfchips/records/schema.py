@@ -47,6 +47,7 @@ import functools
 import math
 import struct
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 from affine import Affine
@@ -243,19 +244,13 @@ def decode_example(serialized: bytes, dataset=None) -> ChipExample:
             for side, spec in specs.items()
         }
         crs = _feature(features, "crs").bytes_list.value[0].decode("utf-8")
-        return ChipExample(
+        return _example(
+            specs,
+            rasters,
             name=_feature(features, "name").bytes_list.value[0].decode("utf-8"),
             key=_feature(features, "key").bytes_list.value[0].decode() or None,
             crs=crs or None,
             transform=Affine.from_gdal(*struct.unpack("<6d", _feature(features, "transform").bytes_list.value[0])),
-            image=rasters["image"],
-            label=rasters["label"],
-            image_band_names=specs["image"].band_names,
-            label_band_names=specs["label"].band_names,
-            image_encoding=specs["image"].encoding,
-            image_format=specs["image"].format,
-            label_encoding=specs["label"].encoding,
-            label_format=specs["label"].format,
         )
     except (IndexError, KeyError, UnicodeDecodeError, struct.error) as error:
         raise RecordError(f"{record}not a tfchips record: missing or malformed feature {error}") from None
@@ -290,19 +285,22 @@ def _decode_legacy(features, dataset) -> ChipExample:
     except (IndexError, KeyError, UnicodeDecodeError) as error:
         raise RecordError(f"{record}missing or malformed legacy feature {error}") from None
     key = chip_key(identifier.replace(":", "#"))
+    return _example(specs, sides, name=identifier.replace(":", "#") if key else identifier, key=key, crs=None, transform=None)
+
+
+def _example(specs: Mapping[str, RasterSpec], pixels: Mapping[str, np.ndarray], **where) -> ChipExample:
+    """A decoded record: ``pixels`` per side, described by its ``specs``; ``where`` names and places it."""
+    image, label = specs["image"], specs["label"]
     return ChipExample(
-        name=identifier.replace(":", "#") if key else identifier,
-        key=key,
-        crs=None,
-        transform=None,
-        image=sides["image"],
-        label=sides["label"],
-        image_band_names=specs["image"].band_names,
-        label_band_names=specs["label"].band_names,
-        image_encoding=specs["image"].encoding,
-        image_format=specs["image"].format,
-        label_encoding=specs["label"].encoding,
-        label_format=specs["label"].format,
+        **where,
+        image=pixels["image"],
+        label=pixels["label"],
+        image_band_names=image.band_names,
+        label_band_names=label.band_names,
+        image_encoding=image.encoding,
+        image_format=image.format,
+        label_encoding=label.encoding,
+        label_format=label.format,
     )
 
 
