@@ -259,16 +259,3 @@ def test_tiles_on_the_command_line_replace_the_area_of_a_config(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert [filename_to_key(n) for n in os.listdir(tmp_path / "chips" / "images")] == [key]
 
-
-def test_workers_get_squares_of_neighbouring_tiles_and_every_tile_once():
-    from tfchips.grid import Tile
-    from tfchips.samples import neighbour_batches
-
-    tiles = [Tile(64, 0, 10.0, 13, ti, tj) for tj in range(6160, 6176) for ti in range(-140, -124)]
-    batches = neighbour_batches(tiles, workers=2)
-    assert sorted(index for batch in batches for index, _ in batch) == list(range(len(tiles)))
-    for batch in batches:
-        columns, rows = {t.ti // 4 for _, t in batch}, {t.tj // 4 for _, t in batch}
-        assert len(batch) == 16 and len(columns) == len(rows) == 1  # one 4 x 4 square of the grid
-    # Few tiles: smaller squares, so that each of the workers still gets several batches.
-    assert len(neighbour_batches(tiles[:16], workers=2)) >= 8

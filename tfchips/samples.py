@@ -33,13 +33,8 @@ from tfchips.provenance import ChipProvenance, chip_provenance
 from tfchips.sources.base import redact_text
 from tfchips.workers import process_pool
 
-# Batches of tiles queued per worker process.
+# Tiles queued per worker process.
 _IN_FLIGHT_PER_WORKER = 2
-# A worker takes a square of up to this many tiles a side at a time, so that the scene blocks
-# neighbouring tiles share are fetched once, by one worker; squares shrink while they would
-# leave fewer than this many batches per worker.
-_BATCH_SIDES = (4, 2, 1)
-_BATCHES_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -252,39 +247,18 @@ def create_samples(
     return summary
 
 
-def neighbour_batches(tiles: list[Tile], workers: int) -> list[list[tuple[int, Tile]]]:
-    """``tiles`` (with their indices) in squares of neighbours on the grid, in order of first tile.
-
-    The largest side of `_BATCH_SIDES` that still gives each of ``workers`` about
-    `_BATCHES_PER_WORKER` batches, so that small jobs keep every worker busy.
-    """
-    for side in _BATCH_SIDES:
-        cells: dict[tuple, list[tuple[int, Tile]]] = {}
-        for index, tile in enumerate(tiles):
-            cell = (tile.tilesize, tile.pad, tile.resolution, tile.zone, tile.ti // side, tile.tj // side)
-            cells.setdefault(cell, []).append((index, tile))
-        if len(cells) >= _BATCHES_PER_WORKER * workers:
-            break
-    return list(cells.values())
-
-
-def _sample_batch(tiles: list[Tile], job: SampleJob) -> list[tuple[ChipRecord, tuple[str, ...]]]:
-    return [sample_to_folder(tile, job) for tile in tiles]
-
-
 def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Callable) -> None:
-    """`sample_to_folder` over ``tiles`` in ``workers`` processes, a batch of neighbours at a time
-    (`neighbour_batches`); ``collect(index, record, band_names)`` as each batch ends."""
-    queued = iter(neighbour_batches(tiles, workers))
+    """`sample_to_folder` over ``tiles`` in ``workers`` processes, ``collect(index, record, band_names)`` as each ends."""
+    queued = iter(enumerate(tiles))
     with process_pool(workers) as pool:
-        running: dict[concurrent.futures.Future, list[tuple[int, Tile]]] = {}
+        running: dict[concurrent.futures.Future, tuple[int, Tile]] = {}
 
         def submit(count: int) -> None:
-            for batch in itertools.islice(queued, count):
-                running[pool.submit(_sample_batch, [tile for _, tile in batch], job)] = batch
+            for index, tile in itertools.islice(queued, count):
+                running[pool.submit(sample_to_folder, tile, job)] = index, tile
 
         try:
-            # A few batches in flight per worker: the queue stays full without holding every tile's task.
+            # A few tiles in flight per worker: the queue stays full without holding every tile's task.
             submit(_IN_FLIGHT_PER_WORKER * workers)
             while running:
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -293,10 +267,10 @@ def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Ca
                     if isinstance(future.exception(), BrokenProcessPool):
                         broken = True
                     else:
-                        for (index, _), outcome in zip(running.pop(future), future.result()):
-                            collect(index, *outcome)
+                        index, _ = running.pop(future)
+                        collect(index, *future.result())
                 if broken:
-                    keys = sorted(tile.key for batch in running.values() for _, tile in batch)
+                    keys = sorted(tile.key for _, tile in running.values())
                     raise WorkerError(
                         f"a worker process died (killed, perhaps by the out-of-memory killer) with tile(s)"
                         f" {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} in progress; the tiles that"
