@@ -78,23 +78,16 @@ def _read_all(fd: int, into: list[bytes]) -> None:
         into.append(data)
 
 
-@pytest.mark.timeout(300)
-def test_piped_stderr_gets_no_progress_frames_and_a_terminal_gets_them(job, tmp_path):
-    piped = subprocess.run([sys.executable, "-c", SCRIPT, *commands(job, tmp_path / "piped")],
-                           capture_output=True, text=True, timeout=240)
-    assert piped.returncode == 0, piped.stderr
-    assert "\r" not in piped.stderr and "%|" not in piped.stderr, piped.stderr
-    assert "wrote" in piped.stderr and (tmp_path / "piped" / "report.html").is_file()
-
+def on_a_terminal(command: list[str], folder) -> str:
+    """What ``command`` draws on its stderr when that is a terminal (it must exit 0); stdout goes to a file."""
     master, terminal = os.openpty()
     # A new pseudo-terminal is 0 columns wide, where tqdm draws nothing; a real one has a size.
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     drawn: list[bytes] = []
     reader = threading.Thread(target=_read_all, args=(master, drawn), daemon=True)
     reader.start()
-    with open(tmp_path / "stdout.txt", "wb") as stdout:
-        process = subprocess.Popen([sys.executable, "-c", SCRIPT, *commands(job, tmp_path / "terminal")],
-                                   stdout=stdout, stderr=terminal)
+    with open(folder / "stdout.txt", "wb") as stdout:
+        process = subprocess.Popen(command, stdout=stdout, stderr=terminal)
     os.close(terminal)
     try:
         assert process.wait(timeout=240) == 0, b"".join(drawn).decode(errors="replace")
@@ -103,7 +96,18 @@ def test_piped_stderr_gets_no_progress_frames_and_a_terminal_gets_them(job, tmp_
             process.kill()
     reader.join(timeout=10)
     os.close(master)
-    frames = b"".join(drawn).decode(errors="replace")
+    return b"".join(drawn).decode(errors="replace")
+
+
+@pytest.mark.timeout(300)
+def test_piped_stderr_gets_no_progress_frames_and_a_terminal_gets_them(job, tmp_path):
+    piped = subprocess.run([sys.executable, "-c", SCRIPT, *commands(job, tmp_path / "piped")],
+                           capture_output=True, text=True, timeout=240)
+    assert piped.returncode == 0, piped.stderr
+    assert "\r" not in piped.stderr and "%|" not in piped.stderr, piped.stderr
+    assert "wrote" in piped.stderr and (tmp_path / "piped" / "report.html").is_file()
+
+    frames = on_a_terminal([sys.executable, "-c", SCRIPT, *commands(job, tmp_path / "terminal")], tmp_path)
     for step in ("create-samples", "to-tfrecords", "inspect", "preview"):
         # A bar's frame, not the command's summary line ("tfchips create-samples: ...").
         assert re.search(rf"(?<!tfchips ){step}: +\d+%\|", frames), (step, frames)
@@ -148,22 +152,7 @@ def test_a_local_beam_run_draws_a_tile_bar_on_a_terminal(job, tmp_path):
     before = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("tfchips-progress-")}
     command = [sys.executable, "-m", "beam_pipelines.create_training_samples", *args, "--out", str(tmp_path / "chips"),
                "--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-    master, terminal = os.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    drawn: list[bytes] = []
-    reader = threading.Thread(target=_read_all, args=(master, drawn), daemon=True)
-    reader.start()
-    with open(tmp_path / "stdout.txt", "wb") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=terminal)
-    os.close(terminal)
-    try:
-        assert process.wait(timeout=240) == 0, b"".join(drawn).decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-    reader.join(timeout=10)
-    os.close(master)
-    frames = b"".join(drawn).decode(errors="replace")
+    frames = on_a_terminal(command, tmp_path)
     # The workers count the tiles in other processes; the bar reaches every tile of the job.
     assert re.search(rf"create_training_samples: 100%\|.*\| {len(TILES)}/{len(TILES)}", frames), frames
     after = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("tfchips-progress-")}
