@@ -22,7 +22,8 @@ import rasterio
 from affine import Affine
 from shapely.geometry import shape
 
-from tfchips.grid import Tile, utm_to_lonlat
+from tfchips.grid import Tile
+from tfchips.utm import utm_to_lonlat
 
 ZONE = 13
 COLLECTION = "loopback-l2"

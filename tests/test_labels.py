@@ -13,7 +13,8 @@ from conftest import write_vector
 from pyproj import Transformer
 
 from tfchips.errors import ConfigError, LabelError, VectorFileError
-from tfchips.grid import Tile, lonlat_to_utm
+from tfchips.grid import Tile
+from tfchips.utm import lonlat_to_utm
 from tfchips.labels import GroundTruth, LabelRequest, load_ground_truth
 
 # 32 x 32 pixels of 10 m in UTM zone 13 (EPSG:32613), near Santa Fe.

@@ -16,7 +16,8 @@ import numpy as np
 import shapely
 
 from tfchips.errors import ItemError
-from tfchips.grid import Tile, utm_to_lonlat
+from tfchips.grid import Tile
+from tfchips.utm import utm_to_lonlat
 from tfchips.sources.base import Scene, SceneQuery, sorted_scenes
 
 # Points per edge of a block's search polygon: UTM lines are curves in lon/lat.
