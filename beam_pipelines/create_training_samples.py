@@ -39,7 +39,6 @@ from tfchips import storage
 from tfchips.chip_folder import finish_job, remove_partial_files, start_job
 from tfchips.config_file import save_effective_config
 from tfchips.console import summary_line
-from tfchips.errors import ChipError
 from tfchips.grid import Tile
 from tfchips.job import job_from_values, recorded_options, writer_options
 from tfchips.labels import load_ground_truth
@@ -56,7 +55,7 @@ from tfchips.options import command_flags, create_samples_options, options_from_
 from tfchips.records import RecordOptions, WriterOptions
 from tfchips.records.writer import check_output_folder
 from tfchips.run_progress import ProgressFile, drawn, is_local_run, progress_file
-from tfchips.sample_records import encode_sample
+from tfchips.sample_records import sample_record
 from tfchips.samples import SampleJob, make_sample, sample_to_folder
 from tfchips.tile_blocks import Block, TileSource
 from tfchips.workers import JobProcess, watch_job
@@ -95,7 +94,7 @@ OUTCOMES = "outcomes"
 
 
 class SampleRecord(SampleTile):
-    """One tile to its encoded record (`encode_sample`), made in memory: no chip is written.
+    """One tile to its encoded record (`sample_record`), made in memory: no chip is written.
 
     Every tile's record and band names also go to the ``outcomes`` output, whose summary gives
     dataset.json the statistics the chip manifest would (`summary_statistics`)."""
@@ -106,12 +105,7 @@ class SampleRecord(SampleTile):
 
     def process(self, tile: Tile):
         sample = make_sample(tile, self.job)
-        record, encoded = sample.record, None
-        if record.status == "written":
-            try:
-                encoded = encode_sample(sample, self.records, self.job.out)
-            except ChipError as error:
-                record = dataclasses.replace(record, status=FAILED, reason=str(error))
+        record, encoded = sample_record(sample, self.records, self.job.out)
         yield from self.counted(record)
         yield beam.pvalue.TaggedOutput(OUTCOMES, (record, sample.band_names))
         if encoded is not None:

@@ -144,3 +144,22 @@ def test_pipeline_writes_records_byte_identical_to_chips_then_to_tfrecords(demo,
         assert described[name] == local_described[name]
     assert sum(split["records"] for split in described["splits"].values()) == len(good)
     assert [d["key"] for d in dead_letters(tmp_path / "beam")] == [failing]
+
+
+def test_a_sample_whose_chips_cannot_be_encoded_fails_only_itself():
+    import numpy as np
+
+    from tfchips.grid import Tile
+    from tfchips.manifest import ChipRecord
+    from tfchips.records import RecordOptions
+    from tfchips.sample_records import sample_record
+    from tfchips.samples import Sample
+
+    tile = Tile(8, 0, 10.0, 13, -132, 6170)
+    wrong = np.zeros((1, 4, 4), np.uint16)  # not the tile's 8 x 8 grid
+    sample = Sample(tile, ChipRecord(tile.key, "written"), ("red",), wrong, np.ones((4, 4), bool),
+                    np.zeros((4, 4), np.uint8), 0, 255)
+    record, encoded = sample_record(sample, RecordOptions("array"), "chips")
+    assert encoded is None and record.status == "failed" and "does not fit tile" in record.reason
+    skipped = Sample(tile, ChipRecord(tile.key, "skipped", reason="no scene"), ("red",))
+    assert sample_record(skipped, RecordOptions("array")) == (skipped.record, None)
