@@ -40,7 +40,7 @@ from tfchips.records.chip_listing import (  # noqa: E402
     pair_files,
     read_folder_metadata,
 )
-from tfchips.records.dataset_info import BadChip  # noqa: E402
+from tfchips.records.dataset_info import BadChip, read_dataset_info  # noqa: E402
 from tfchips.records.options import WriterOptions  # noqa: E402
 from tfchips.records.plan import SIZE_SAMPLE, name_hash  # noqa: E402
 from tfchips.records.record_plan import (  # noqa: E402
@@ -61,7 +61,6 @@ from tfchips.run_progress import ProgressFile, drawn, is_local_run, progress_fil
 from tfchips.records.writer import (  # noqa: E402
     DATASET_JSON,
     check_output_folder,
-    read_dataset_json,
     remove_stale_files,
     settled_record_options,
 )
@@ -241,11 +240,10 @@ def summary_text(out: str) -> str:
     """Records, shards and where dataset.json went, as dataset.json of a local ``out`` tells them."""
     if storage.is_url(out):
         return f"wrote shards and {DATASET_JSON} to {out}"
-    description = read_dataset_json(out)
-    splits = description["splits"]
-    records = sum(info["records"] for info in splits.values())
-    shards = sum(len(info["shards"]) for info in splits.values())
-    return f"{records} records in {shards} shards, {len(description['skipped'])} chips skipped; wrote {storage.join(out, DATASET_JSON)}"
+    dataset = read_dataset_info(out)
+    records = sum(split.records for split in dataset.splits)
+    shards = sum(len(split.shards) for split in dataset.splits)
+    return f"{records} records in {shards} shards, {len(dataset.skipped)} chips skipped; wrote {storage.join(out, DATASET_JSON)}"
 
 
 if __name__ == "__main__":
