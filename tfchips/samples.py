@@ -4,17 +4,14 @@
 nothing; sinks write its result: the chip folder (`tfchips.chip_folder`) or TFRecords
 (`tfchips.sample_records`). `create_samples`, the local job, locks the folder, checks
 that an earlier run there used the same pixel options (`start_job`), runs
-`sample_to_folder` over many tiles in worker processes that end with the job
-(`tfchips.workers`), and writes the manifest and ESRI metadata at the end.
+`sample_to_folder` over many tiles in worker processes that end with the job, each
+through a span of neighbouring tiles (`tfchips.work_spans`), and writes the manifest and ESRI metadata at the end.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import itertools
 import os
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -31,10 +28,7 @@ from tfchips.lock import output_lock
 from tfchips.manifest import ChipRecord, chip_record, labelled_fraction
 from tfchips.provenance import ChipProvenance, chip_provenance
 from tfchips.sources.base import redact_text
-from tfchips.workers import process_pool
-
-# Tiles queued per worker process.
-_IN_FLIGHT_PER_WORKER = 2
+from tfchips.work_spans import WorkersDied, map_in_spans, span_workers
 
 
 @dataclass(frozen=True)
@@ -248,36 +242,18 @@ def create_samples(
 
 
 def _sample_in_pool(tiles: list[Tile], job: SampleJob, workers: int, collect: Callable) -> None:
-    """`sample_to_folder` over ``tiles`` in ``workers`` processes, ``collect(index, record, band_names)`` as each ends."""
-    queued = iter(enumerate(tiles))
-    with process_pool(workers) as pool:
-        running: dict[concurrent.futures.Future, tuple[int, Tile]] = {}
-
-        def submit(count: int) -> None:
-            for index, tile in itertools.islice(queued, count):
-                running[pool.submit(sample_to_folder, tile, job)] = index, tile
-
-        try:
-            # A few tiles in flight per worker: the queue stays full without holding every tile's task.
-            submit(_IN_FLIGHT_PER_WORKER * workers)
-            while running:
-                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                broken = False
-                for future in done:
-                    if isinstance(future.exception(), BrokenProcessPool):
-                        broken = True
-                    else:
-                        index, _ = running.pop(future)
-                        collect(index, *future.result())
-                if broken:
-                    keys = sorted(tile.key for _, tile in running.values())
-                    raise WorkerError(
-                        f"a worker process died (killed, perhaps by the out-of-memory killer) with tile(s)"
-                        f" {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} in progress; the tiles that"
-                        f" finished are in {storage.join(job.out, MANIFEST_NAME)}: run the same job again to resume"
-                    )
-                submit(len(done))
-        except BaseException:
-            # Without this the pool would finish every queued tile before the error surfaces.
-            pool.shutdown(cancel_futures=True)
-            raise
+    """`sample_to_folder` over ``tiles`` in ``workers`` processes, each through a span of
+    neighbouring tiles (`tfchips.work_spans`), ``collect(index, record, band_names)`` as each ends."""
+    # Grid rows, whatever order a tiles file gave: the spans are then bands of neighbours.
+    order = sorted(range(len(tiles)), key=lambda i: (tiles[i].zone, tiles[i].resolution, tiles[i].tj, tiles[i].ti))
+    try:
+        with span_workers(workers) as pools:
+            for position, (record, names) in map_in_spans(sample_to_folder, [tiles[i] for i in order], pools, job):
+                collect(order[position], record, names)
+    except WorkersDied as died:
+        keys = sorted(tiles[order[position]].key for position in died.in_progress)
+        raise WorkerError(
+            f"a worker process died (killed, perhaps by the out-of-memory killer) with tile(s)"
+            f" {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} in progress; the tiles that"
+            f" finished are in {storage.join(job.out, MANIFEST_NAME)}: run the same job again to resume"
+        ) from None
