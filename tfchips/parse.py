@@ -6,14 +6,14 @@ per-record parser, for pipelines of your own. `write_prediction`
 (`tfchips.prediction`) writes a predicted array on the grid of its record.
 
 Pixels are decoded in the TensorFlow graph by each side's `RasterSpec.decode_tensor`
-(`tfchips.records.graph_decoder`), in parallel, for every encoding but one:
+(`tfchips.records.graph_decoder`), one parallel call per core, for every encoding but one:
 ``array`` with `tf.io.decode_raw`, ``png`` with `tf.io.decode_png`, ``bytes`` of PNG and
 8-bit JPEG chips with `tf.io.decode_png` / `tf.io.decode_jpeg`. ``bytes`` of GeoTIFF
 (and of BMP, 12-bit JPEG, and the colour-mapped or 1/2/4-bit PNGs TensorFlow would
-expand) need GDAL: rasterio decodes them inside `tf.numpy_function`, which holds
-Python's GIL (so it does not run in parallel) and cannot be saved in a SavedModel or
-run where Python is not. For fast input pipelines write such chips with
-``--encoding array`` or ``png``.
+expand) are decoded inside `tf.numpy_function`, by libtiff (which releases Python's GIL,
+so it runs in parallel) or by GDAL for what libtiff would read otherwise; such a pipeline
+cannot be saved in a SavedModel or run where Python is not. For input pipelines that
+must, write the chips with ``--encoding array`` or ``png``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ nothing; sinks write its result: the chip folder (`tfchips.chip_folder`) or TFRe
 (`tfchips.sample_records`). `create_samples`, the local job, locks the folder, checks
 that an earlier run there used the same pixel options (`start_job`), runs
 `sample_to_folder` over many tiles in worker processes that end with the job, each
-through a span of neighbouring tiles (`tfchips.work_spans`), and writes the manifest and ESRI metadata at the end.
+through a span of neighbouring tiles (`tfchips.work_spans`), and writes the manifest
+and ESRI metadata at the end.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ least-recently-used pool (``TFCHIPS_OPEN_RASTERS`` datasets, 32 by default); GDA
 block cache is bounded by ``GDAL_CACHEMAX`` (256 MiB unless the environment sets it).
 GDAL's per-file ``VSI_CACHE`` stays off: up to 25 MB per open file, it fetched no fewer
 bytes (`benchmarks.bench_fetch`: 1.17 times the unique bytes either way) and grew a
-worker's peak memory over 5,000 tiles by 15 MB. A dataset whose read failed is closed and dropped, so that a retry starts afresh.
+worker's peak memory over 5,000 tiles by 15 MB. A dataset whose read failed is closed
+and dropped, so that a retry starts afresh.
 """
 
 from __future__ import annotations
