@@ -4,9 +4,9 @@ A loopback server (`benchmarks.loopback`) serves COGs with byte ranges and a STA
 pages 10 items unless asked for more, as pgstac does. The job is `imagery_for_tile` over a
 grid of tiles in grid order, in 2 processes that each work through a span of
 neighbouring tiles (`tfchips.work_spans`, as create-samples feeds its workers), for
-``closest`` and ``median`` with a bit mask. The baseline is the read path before #18 (`benchmarks.legacy_read`: a search per tile, two
-warps per file, files opened per tile), run in the same process on the same tiles. Both
-must give identical pixels. Figures:
+``closest`` and ``median`` with a bit mask. The baseline is the read path before #18
+(`benchmarks.legacy_read`: a search per tile, two warps per file, files opened per
+tile), run in the same process on the same tiles. Both must give identical pixels. Figures:
 
 - searches per tile, against the baseline (goal: at most 1 per 64 tiles);
 - bytes fetched against the unique bytes the job needs, on a job of its own of 32 x 32

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from benchmarks.result import Result, cpu_seconds
+from tfchips.processes import usable_cores
 
 CHIPS = int(os.environ.get("TFCHIPS_BENCH_PARSE_CHIPS", "320"))
 SIZE, BANDS, BATCH = 256, 4, 32
@@ -165,15 +166,11 @@ def _best_rates(sources: dict[str, str]) -> dict[str, tuple[float, float]]:
     return {name: (images[name] / wall, cpu / images[name]) for name, (wall, cpu) in best.items()}
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def run() -> Iterator[Result]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tfchips.records import RecordOptions, WriterOptions, write_tfrecords
 
-    workers = _cores()
+    workers = usable_cores()
     with tempfile.TemporaryDirectory(prefix="tfchips-bench-parse-") as tmp:
         chips = os.path.join(tmp, "chips")
         _generate(chips, CHIPS)

@@ -1,4 +1,4 @@
-"""Work split into spans of neighbours per worker, stolen in halves (tfchips.work_spans)."""
+"""Work split into spans of neighbours per worker, stolen in halves (tfchips.work_spans), over the usable cores."""
 
 from __future__ import annotations
 
@@ -85,6 +85,17 @@ def test_a_dead_worker_is_reported_with_the_items_in_progress():
     assert 12 in died.value.in_progress
 
 
+def test_a_worker_that_died_before_its_next_task_is_reported_too():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with span_workers(2) as pools:
+        with pytest.raises(BrokenProcessPool):
+            pools[1].submit(os._exit, 3).result()
+        with pytest.raises(WorkersDied) as died:
+            list(map_in_spans(_where, list(range(6)), pools, 0))
+    assert 3 in died.value.in_progress  # the first of the dead worker's span
+
+
 def _fail_at(item: int, bad: int) -> int:
     if item == bad:
         raise ValueError(f"item {item} is bad")
@@ -94,3 +105,17 @@ def _fail_at(item: int, bad: int) -> int:
 def test_an_error_in_the_function_reaches_the_caller():
     with pytest.raises(ValueError, match="item 5 is bad"), span_workers(2) as pools:
         list(map_in_spans(_fail_at, list(range(10)), pools, 5))
+
+
+def test_usable_cores_follow_the_affinity_and_fall_back_to_the_core_count(monkeypatch):
+    from tfchips.processes import usable_cores
+
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cores() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        assert usable_cores() == 1
+        monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert usable_cores() == 6

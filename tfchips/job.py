@@ -23,6 +23,7 @@ from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.records.encoder import RecordOptions
 from tfchips.records.plan import parse_splits
 from tfchips.records.writer import WriterOptions
+from tfchips.processes import usable_cores
 from tfchips.redaction import redact_json
 from tfchips.samples import SampleJob
 from tfchips.sources import TrustBoundary
@@ -161,7 +162,7 @@ def writer_options(values: dict, progress: bool = True) -> WriterOptions:
         shards=values["shards"],
         shard_size_mb=values["shard_size_mb"],
         compression=values["compression"],
-        workers=values["workers"] or os.cpu_count() or 1,
+        workers=values["workers"] or usable_cores(),
         processes=values["processes"],
         splits=parse_splits(values["split_text"]),
         split_by=values["split_by"],

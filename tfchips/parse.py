@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tfchips.errors import ConfigError, RecordError
 from tfchips.prediction import write_prediction
+from tfchips.processes import usable_cores
 from tfchips.records.dataset_info import COMPRESSIONS, DATASET_JSON, DatasetInfo, read_dataset_info, shard_compression
 from tfchips.records.schema import LEGACY_SIDES, SCHEMA_VERSION, feature_spec, record_spec
 from tfchips.records.tfds_metadata import METADATA_FILES
@@ -330,7 +331,7 @@ def make_dataset(
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     records = files.interleave(
         lambda path, kind: tf.data.TFRecordDataset(path, kind),
-        cycle_length=min(len(paths), max(2, _cores())),
+        cycle_length=min(len(paths), max(2, usable_cores())),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
@@ -342,14 +343,10 @@ def make_dataset(
         records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat(None if repeat is True else int(repeat))
-    # Decoding is CPU-bound: one call per core. AUTOTUNE at times settles on fewer (1.5 of 2
-    # cores in benchmarks/bench_parse.py, 75% of the decode-bound ceiling instead of 95%).
-    dataset = records.map(element, num_parallel_calls=_cores(), deterministic=deterministic)
+    # Decoding is CPU-bound: one call per core. AUTOTUNE at times settles on fewer (png records
+    # of benchmarks/bench_parse.py: 1.5 of 2 cores and 249 images/s, against 1.9 and 324-349).
+    dataset = records.map(element, num_parallel_calls=usable_cores(), deterministic=deterministic)
     if batch_size is not None:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

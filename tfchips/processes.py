@@ -1,8 +1,16 @@
-"""Processes on this host: whether one still runs, told apart from a later one given its PID."""
+"""Processes on this host: whether one still runs, told apart from a later one given its PID;
+how many cores this one may run on."""
 
 from __future__ import annotations
 
 import os
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def process_start(pid: int) -> int | None:

@@ -12,7 +12,6 @@ and ESRI metadata at the end.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -27,6 +26,7 @@ from tfchips.imagery import ImageryRequest, check_bands, imagery_for_tile
 from tfchips.labels import LabelRequest, load_ground_truth
 from tfchips.lock import output_lock
 from tfchips.manifest import ChipRecord, chip_record, labelled_fraction
+from tfchips.processes import usable_cores
 from tfchips.provenance import ChipProvenance, chip_provenance
 from tfchips.sources.base import redact_text
 from tfchips.work_spans import WorkersDied, map_in_spans, span_workers
@@ -228,7 +228,7 @@ def create_samples(
             write_job_metadata(list(summary.records), band_names, job, parameters, unfinished)
             return summary
 
-        workers = workers or os.cpu_count() or 1
+        workers = workers or usable_cores()
         try:
             if workers == 1 or len(tiles) <= 1:
                 for index, tile in enumerate(tiles):

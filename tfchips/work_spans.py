@@ -82,8 +82,13 @@ def map_in_spans(
 
     def submit(worker: int) -> None:
         index = spans.take(worker)
-        if index is not None:
-            running[pools[worker].submit(function, items[index], *args)] = worker, index
+        if index is None:
+            return
+        try:
+            future = pools[worker].submit(function, items[index], *args)
+        except BrokenProcessPool:  # its process died since its last result came back
+            raise WorkersDied(sorted([index, *(queued for _, queued in running.values())])) from None
+        running[future] = worker, index
 
     try:
         for worker in range(len(pools)):
